@@ -1,0 +1,114 @@
+"""Open the SQLite database the one safe way, and write to it in short IMMEDIATE transactions.
+
+Every connection runs in WAL mode with a busy timeout and foreign keys on. Writes go through
+:func:`write`, which starts with ``BEGIN IMMEDIATE``: a deferred transaction that later upgrades
+to a write lock fails at once with SQLITE_BUSY under overlap, while an immediate one waits out
+the busy timeout. Schema changes are applied on open (:mod:`csops.migrations`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from csops.errors import ConfigError, CsopsError
+
+
+class DatabaseError(CsopsError):
+    code = "database_error"
+
+
+def connect(
+    path: str | os.PathLike[str],
+    *,
+    synchronous: str = "NORMAL",
+    busy_timeout_ms: int = 30000,
+    migrate: bool = True,
+    readonly: bool = False,
+) -> sqlite3.Connection:
+    """Open (creating if needed) the database at ``path``, migrated to the latest schema."""
+    p = Path(path)
+    if not readonly:
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the database folder: {exc.strerror}", file=str(p.parent)
+            ) from None
+    created = not p.exists()
+    try:
+        if readonly:
+            conn = sqlite3.connect(
+                f"file:{p}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+            )
+        else:
+            conn = sqlite3.connect(str(p), isolation_level=None, check_same_thread=False)
+        if created and not readonly:
+            os.chmod(p, 0o600)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not readonly:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise DatabaseError(f"cannot switch to WAL mode (got {mode})", file=str(p))
+        conn.execute(f"PRAGMA synchronous = {'FULL' if synchronous == 'FULL' else 'NORMAL'}")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open database: {exc}", file=str(p)) from None
+    if migrate and not readonly:
+        from csops.migrations import migrate as run_migrations
+
+        run_migrations(conn)
+    return conn
+
+
+@contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One short write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT`` (rolled back on error)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def integrity_ok(conn: sqlite3.Connection) -> bool:
+    return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def backup(conn: sqlite3.Connection, dest: str | os.PathLike[str]) -> Path:
+    """A consistent copy: ``VACUUM INTO`` a temporary name, integrity-check it, then rename.
+
+    A partial copy only ever exists under the temporary name, so anything found under the final
+    name is a whole, checked snapshot.
+    """
+    final = Path(dest).resolve()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    conn.execute("VACUUM INTO ?", (str(tmp),))
+    check = sqlite3.connect(str(tmp))
+    try:
+        result = check.execute("PRAGMA integrity_check").fetchone()[0]
+        check.execute("PRAGMA journal_mode = DELETE")
+    finally:
+        check.close()
+    if result != "ok":
+        tmp.unlink(missing_ok=True)
+        raise DatabaseError(f"backup failed its integrity check: {result}", file=str(final))
+    os.chmod(tmp, 0o600)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    return final
