@@ -60,6 +60,8 @@ class ShopSettings:
     currency: str = "USD"
     email: str = "service@example.com"
     base_url: str = "http://127.0.0.1:8080"
+    # Env var holding the link-signing keys (comma-separated, newest first, for rotation).
+    signing_keys_env: str = "CSOPS_SIGNING_KEYS"
 
     def __post_init__(self) -> None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export DEMO_ROOT="$PWD/demo"
 export SAMPLES="$PWD/scripts/samples"
 export CSOPS_CONFIG="$DEMO_ROOT/config/csops.toml"
-export CSOPS_SURVEY_SECRET="${CSOPS_SURVEY_SECRET:-demo-only-survey-signing-key}"
+export CSOPS_SIGNING_KEYS="${CSOPS_SIGNING_KEYS:-demo-only-link-signing-key}"
 export CSOPS_TESTING=1
 export CSOPS_NOW="${CSOPS_NOW:-2024-04-20T02:00:00Z}"
 rm -rf "$DEMO_ROOT"
