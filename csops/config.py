@@ -220,9 +220,7 @@ def load_config(
         raise ConfigError("config file is not UTF-8", file=str(path)) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", file=str(path)) from None
-    return Config(
-        path=path.resolve(), sections=parse_sections(raw, str(path)), db_override=db_path
-    )
+    return Config(path=path.resolve(), sections=parse_sections(raw, str(path)), db_override=db_path)
 
 
 def parse_sections(raw: Mapping[str, Any], file: str) -> dict[str, Any]:

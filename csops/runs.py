@@ -44,7 +44,7 @@ class RunContext:
     options: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def log(self):  # noqa: ANN201 - a logging.Logger
+    def log(self):
         return get_logger(self.job)
 
 

@@ -41,7 +41,7 @@ class Proc:
     stdout: str
     stderr: str
 
-    def json(self):  # noqa: ANN201
+    def json(self):
         return json.loads(self.stdout)
 
     def lines(self) -> list[dict]:

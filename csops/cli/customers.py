@@ -26,7 +26,7 @@ def customers_optout(address: str, reason: str, fmt: str | None) -> None:
     from csops.customers import opt_out
     from csops.result import Result
 
-    def job(ctx):  # noqa: ANN001, ANN202
+    def job(ctx):
         r = opt_out(ctx.conn, address, scope="all", reason=reason)
         res = Result("customers optout", rows=[vars(r)])
         res.count("suppressed" if r.changed else "already_suppressed")
@@ -43,7 +43,7 @@ def customers_optin(address: str, fmt: str | None) -> None:
     from csops.customers import opt_in
     from csops.result import Result
 
-    def job(ctx):  # noqa: ANN001, ANN202
+    def job(ctx):
         r = opt_in(ctx.conn, address)
         res = Result("customers optin", rows=[vars(r)])
         res.count("unsuppressed" if r.changed else "was_not_suppressed")

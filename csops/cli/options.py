@@ -56,7 +56,7 @@ def run_job(
     show_rows: bool = True,
     lock: bool = True,
 ) -> NoReturn:
-    """Run a core job function under :func:`csops.runs.run`, print its result, exit with its code."""
+    """Run a core job under :func:`csops.runs.run`, print its result, exit with its code."""
     from csops.cli.output import report
     from csops.runs import run
 

@@ -50,8 +50,9 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str | None, columns: list[str] | N
         out.write("\n]\n" if count else "]\n")
         return count
     if fmt == "nl":
-        for count, row in enumerate(rows, 1):
+        for row in rows:
             out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            count += 1
         return count
     materialized = list(rows)
     cols = columns or (list(materialized[0]) if materialized else [])
@@ -65,7 +66,8 @@ def emit(rows: Iterable[dict[str, Any]], fmt: str | None, columns: list[str] | N
     widths = [max([_width(c)] + [_width(row[i]) for row in table]) for i, c in enumerate(cols)]
 
     def line(values: list[str]) -> str:
-        return "  ".join(v + " " * (w - _width(v)) for v, w in zip(values, widths)).rstrip()
+        cells = (v + " " * (w - _width(v)) for v, w in zip(values, widths, strict=True))
+        return "  ".join(cells).rstrip()
 
     click.echo(click.style(line(cols), bold=True))
     click.echo("  ".join("-" * w for w in widths))
