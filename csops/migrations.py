@@ -275,6 +275,26 @@ def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
 # 20-29 messaging, 30-39 surveys, 40-49 returns, 50-59 kpi, 60-69 scheduler/retention.
 STEPS: list[Step] = [
     Step(1, "initial schema (DESIGN.md §3)", SCHEMA_1),
+    Step(
+        60,
+        "scheduler heartbeat (one row per `schedule run` process)",
+        """
+CREATE TABLE scheduler_heartbeat (
+    id INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    pid INTEGER,
+    host TEXT,
+    started_at TEXT NOT NULL,
+    beat_at TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('running','stopping','stopped')),
+    running_jobs TEXT,
+    next_job TEXT,
+    next_run_at TEXT,
+    stopped_at TEXT
+);
+CREATE INDEX idx_scheduler_heartbeat_beat ON scheduler_heartbeat(beat_at)
+""",
+    ),
 ]
 
 
