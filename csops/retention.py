@@ -62,8 +62,7 @@ _RULES = (
     ),
     _Rule(
         "survey comments",
-        "SELECT id FROM surveys WHERE comment IS NOT NULL "
-        "AND COALESCE(responded_at, sent_at) < ?",
+        "SELECT id FROM surveys WHERE comment IS NOT NULL AND COALESCE(responded_at, sent_at) < ?",
         "UPDATE surveys SET comment = NULL WHERE id IN ({ids})",
     ),
     _Rule(
@@ -126,9 +125,7 @@ def _old_files(folder: Path, cutoff: datetime) -> list[Path]:
     if not folder.is_dir():
         return []
     limit = cutoff.timestamp()
-    return sorted(
-        p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime < limit
-    )
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime < limit)
 
 
 def purge(

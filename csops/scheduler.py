@@ -22,6 +22,7 @@ collapse onto the instants after the jump.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import json
 import os
@@ -82,7 +83,7 @@ class ScheduleJob:
                 "e.g. 'import orders --from shopify-api' (no 'csops', no global options)",
             )
         if bool(self.every) == bool(self.at):
-            raise ValueError("give either 'every' or 'at'", "every = \"15m\" or at = [\"06:00\"]")
+            raise ValueError("give either 'every' or 'at'", 'every = "15m" or at = ["06:00"]')
         if self.every:
             step = timeutil.parse_duration(self.every)
             if not timedelta(seconds=1) <= step <= timedelta(days=1):
@@ -389,7 +390,7 @@ def csops_argv(config_path: str, db_override: str | None, log_format: str) -> li
     argv = [sys.executable, "-m", "csops", "--config", config_path]
     if db_override:
         argv += ["--db", db_override]
-    return argv + ["--log-format", log_format]
+    return [*argv, "--log-format", log_format]
 
 
 @dataclass
@@ -548,12 +549,10 @@ class Runner:
             return
         for child in self.children.values():
             if child.proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(child.proc.pid, signal.SIGINT)
-                except ProcessLookupError:
-                    pass
 
-    def loop(self, sleep: Callable[[float], None] = _time.sleep, until: Clock | None = None) -> None:
+    def loop(self, sleep: Callable[[float], None] = _time.sleep) -> None:
         """Run until a stop is requested, then wait for the running jobs to finish."""
         self.beat(force=True)
         self.log.info(
@@ -635,7 +634,8 @@ def run_scheduler(ctx: Any, *, log_format: str = "text") -> Any:
         log=ctx.log,
         clock=default_clock(),
     )
-    previous = {sig: signal.signal(sig, runner.request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, runner.request_stop) for sig in signals}
     try:
         runner.loop()
     finally:

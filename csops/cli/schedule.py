@@ -1,4 +1,4 @@
-"""``csops schedule run | list | crontab | status``: the ``[schedule]`` timetable, two ways to run it."""
+"""``csops schedule run | list | crontab | status``: the ``[schedule]`` timetable, run two ways."""
 
 from __future__ import annotations
 
