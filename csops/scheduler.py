@@ -71,6 +71,8 @@ class ScheduleJob:
     enabled: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "at", tuple(self.at))  # hashable: timetables are cached
+        object.__setattr__(self, "days", tuple(self.days))
         try:
             words = shlex.split(self.command)
         except ValueError as exc:
