@@ -6,12 +6,11 @@ import json
 import re
 import shlex
 import subprocess
-import tomllib
 from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from csops.config import parse_sections
+from csops.config import load_config
 from csops.scheduler import day_slots
 
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\s*=")
@@ -161,7 +160,7 @@ def test_crontab_output_parses_and_matches_the_timetable_job_by_job(workspace):
     assert proc.code == 0, proc.stderr
     env, _ = parse_crontab(proc.stdout)
     assert env == {"CRON_TZ": "Asia/Shanghai"}
-    settings = parse_sections(tomllib.loads(workspace.config.read_text()), "x")["schedule"]
+    settings = load_config(workspace.config).section("schedule")
     # Split the output into each job's lines by its "# name:" comment.
     blocks: dict[str, str] = {}
     current = None
