@@ -95,6 +95,7 @@ def backup(conn: sqlite3.Connection, dest: str | os.PathLike[str]) -> Path:
     final = Path(dest).resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    _sweep_dead_partials(final)
     if tmp.exists():
         tmp.unlink()
     conn.execute("VACUUM INTO ?", (str(tmp),))
@@ -112,3 +113,17 @@ def backup(conn: sqlite3.Connection, dest: str | os.PathLike[str]) -> Path:
         os.fsync(fh.fileno())
     os.replace(tmp, final)
     return final
+
+
+def _sweep_dead_partials(final: Path) -> None:
+    """Remove partial copies left by backups that were killed (their pid no longer runs)."""
+    for partial in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = partial.name[len(final.name) + 2 : -4]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+        except PermissionError:
+            continue  # alive, someone else's
