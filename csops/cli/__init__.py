@@ -103,22 +103,36 @@ class CsopsGroup(click.Group):
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except CsopsError as exc:
-            app = ctx.find_object(App)
-            if app and app.verbose:
-                raise
+            _traceback_if_verbose(ctx)
             _error_line(str(exc))
             ctx.exit(int(exc.exit_code))
         except KeyboardInterrupt:
             _error_line("interrupted")
             ctx.exit(130)
         except Exception as exc:
-            app = ctx.find_object(App)
-            if app and app.verbose:
-                raise
-            _error_line(
-                f"internal error ({type(exc).__name__}); run again with -v for the traceback"
-            )
+            if _traceback_if_verbose(ctx):
+                _error_line(f"internal error ({type(exc).__name__}: {exc})")
+            else:
+                _error_line(
+                    f"internal error ({type(exc).__name__}); run again with -v for the traceback"
+                )
             ctx.exit(1)
+
+
+def _traceback_if_verbose(ctx: click.Context) -> bool:
+    """Under -v, print the current traceback to stderr — redacted, like every other line.
+
+    (Re-raising would let Python print it unredacted and turn every exit code into 1.)
+    """
+    import traceback
+
+    from csops.secrets import redact
+
+    app = ctx.find_object(App)
+    if not (app and app.verbose):
+        return False
+    click.echo(redact(traceback.format_exc()).rstrip(), err=True)
+    return True
 
 
 def _error_line(message: str) -> None:
