@@ -14,10 +14,14 @@ N = 12
 def test_two_configs_on_one_database_write_concurrently_without_busy_errors_or_damage(workspace):
     body = workspace.config.read_text()
     start, end = body.index("[schedule]"), body.index("### retention")
-    second = body[:start] + (
-        '[schedule]\n[schedule.jobs.optout]\ncommand = "customers optout sched@example.com"\n'
-        'every = "1s"\n'
-    ) + body[end:]
+    second = (
+        body[:start]
+        + (
+            '[schedule]\n[schedule.jobs.optout]\ncommand = "customers optout sched@example.com"\n'
+            'every = "1s"\n'
+        )
+        + body[end:]
+    )
     second = second.replace('# lock_dir = ""', 'lock_dir = "../locks-b"')
     config_b = workspace.root / "config" / "b.toml"
     config_b.write_text(second)

@@ -128,7 +128,7 @@ def test_kill_9_during_backups_while_writing_leaves_only_whole_checked_copies(wo
             "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
             "for i in range(100000):\n"
             "    c.execute('BEGIN IMMEDIATE')\n"
-            "    c.execute(\"INSERT INTO outbox (dedupe_key, message_id, kind, channel,"
+            '    c.execute("INSERT INTO outbox (dedupe_key, message_id, kind, channel,'
             " recipient, state, queued_at, sent_at) VALUES (?, ?, 'f', 'email', 'y@x',"
             " 'sent', '2024-01-01T00:00:00Z', '2024-01-01T00:00:01Z')\", (f'w{i}', f'<w{i}>'))\n"
             "    c.execute('COMMIT')\n"

@@ -59,8 +59,10 @@ def test_a_sigkilled_scheduler_is_replaced_by_the_next_one_without_cleanup(works
     first.wait()
     second = workspace.popen("schedule", "run", env=env)
     beats = wait_for(
-        lambda: len(workspace.query("SELECT run_id FROM scheduler_heartbeat")) == 2
-        or second.poll() is not None
+        lambda: (
+            len(workspace.query("SELECT run_id FROM scheduler_heartbeat")) == 2
+            or second.poll() is not None
+        )
     )
     assert beats is True and second.poll() is None, second.stderr.read().decode()
     second.send_signal(signal.SIGTERM)

@@ -1,4 +1,4 @@
-"""AT-29: canary secrets in every secret-looking env var never reach output, logs or the database."""
+"""AT-29: canary secrets in secret-looking env vars never reach output, logs or the database."""
 
 from __future__ import annotations
 
@@ -90,7 +90,8 @@ def test_a_secret_value_written_in_the_config_is_refused_naming_the_key(workspac
     body = workspace.config.read_text()
     value = "canary-in-file-4242"
     if section == "schedule.jobs.sync":
-        extra = f'\n[schedule.jobs.sync]\ncommand = "kpi daily"\nat = ["06:00"]\n{key} = "{value}"\n'
+        extra = '\n[schedule.jobs.sync]\ncommand = "kpi daily"\nat = ["06:00"]\n'
+        extra += f'{key} = "{value}"\n'
         body = body.replace("### retention ###", extra + "### retention ###")
     else:
         body = body.replace(f"[{section}]\n", f'[{section}]\n{key} = "{value}"\n', 1)
