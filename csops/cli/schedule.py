@@ -130,7 +130,13 @@ def _executable() -> list[str]:
     default=None,
     help="Absolute path of the csops executable to put in the lines (default: this one).",
 )
-def schedule_crontab(log_path: str | None, executable: str | None) -> None:
+@click.option(
+    "--env-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A file of VAR=value lines (the secrets) each line sources first; keep it 0600.",
+)
+def schedule_crontab(log_path: str | None, executable: str | None, env_file: str | None) -> None:
     """Print the [schedule] timetable as crontab lines, ready for `crontab -`.
 
     The lines carry CRON_TZ=<shop timezone>, absolute paths to csops and the config, and
@@ -155,7 +161,12 @@ def schedule_crontab(log_path: str | None, executable: str | None) -> None:
     else:
         log = config.db_path.parent / "csops.log"
     lines = crontab_lines(
-        config.section("schedule"), config.shop.timezone, base, str(log), str(config.path)
+        config.section("schedule"),
+        config.shop.timezone,
+        base,
+        str(log),
+        str(config.path),
+        env_file=str(Path(env_file).absolute()) if env_file else None,
     )
     click.echo("\n".join(lines))
 
