@@ -203,3 +203,25 @@ def test_a_crontab_line_runs_as_cron_would_and_logs_json(workspace):
     records = [json.loads(x) for x in (workspace.root / "cron.log").read_text().splitlines()]
     done = [r for r in records if r.get("job") == "retention" and "exit_code" in r]
     assert done and done[-1]["exit_code"] == 0 and "counts" in done[-1] and done[-1]["run_id"]
+
+
+def test_the_shipped_crontab_example_is_valid_and_matches_the_default_timetable(workspace):
+    example = (Path(__file__).resolve().parent.parent / "config" / "crontab.example").read_text()
+    env, entries = parse_crontab(example)
+    assert env == {"CRON_TZ": "Asia/Shanghai"} and entries
+    proc = workspace.run(
+        "schedule",
+        "crontab",
+        "--executable",
+        "/opt/csops/venv/bin/csops",
+        "--log",
+        "/var/log/csops/csops.log",
+        "--env-file",
+        "/etc/csops/secrets.env",
+    )
+    generated = proc.stdout.replace(str(workspace.config.resolve()), "/srv/csops/config/csops.toml")
+
+    def body(text: str) -> list[str]:
+        return [x for x in text.splitlines() if x and not x.startswith("# csops timetable")]
+
+    assert body(generated) == body(example)[-len(body(generated)) :]
