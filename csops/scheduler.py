@@ -176,7 +176,7 @@ def _wall_times(job: ScheduleJob) -> list[time]:
     return out
 
 
-@functools.lru_cache(maxsize=512)
+@functools.lru_cache(maxsize=64)
 def day_slots(job: ScheduleJob, day: date, tz_name: str) -> tuple[datetime, ...]:
     """The UTC instants at which ``job`` runs on shop-local ``day``, sorted (DST rules above)."""
     if day.weekday() not in job.weekdays:
@@ -489,6 +489,9 @@ class Runner:
                 self.log.warning(
                     f"{name}: skipped, another run (cron?) holds its lock (exit 75)", extra=extra
                 )
+            elif code in (130, -signal.SIGINT):
+                self._count("interrupted")
+                self.log.warning(f"{name}: interrupted (exit {code})", extra=extra)
             elif code == 3:
                 self._count("partial")
                 self.log.warning(f"{name}: done with rejects or failures (exit 3)", extra=extra)
@@ -573,7 +576,12 @@ class Runner:
                 extra={"task": job.name, "next_run_at": timeutil.iso(job.next_run_utc)},
             )
         while not self.stop_reason:
-            self.tick()
+            try:
+                self.tick()
+            except Exception as exc:  # e.g. the disk is full: log it, keep the timetable alive
+                self._count("errors")
+                self.log.error(f"scheduler error: {type(exc).__name__}: {exc}", exc_info=True)
+                sleep(1.0)
             if self.stop_reason:
                 break
             _, at = self.next_due()
@@ -650,3 +658,37 @@ def run_scheduler(ctx: Any, *, log_format: str = "text") -> Any:
     result = Result("schedule run", rows=[], counts=dict(runner.counts))
     result.messages.append(f"scheduler stopped by {runner.stop_reason}")
     return result
+
+
+def doctor_checks(config: Any) -> list[Any]:
+    """``csops doctor``: the timetable is readable and, if a scheduler ran, it is not stale."""
+    from csops.doctor import Check
+
+    settings: ScheduleSettings = config.section("schedule")
+    enabled = [n for n, j in settings.jobs.items() if j.enabled]
+    checks = [
+        Check(
+            "schedule",
+            "jobs",
+            True,
+            f"{len(enabled)} enabled of {len(settings.jobs)}, times in {config.shop.timezone}",
+        )
+    ]
+    conn = dbmod.connect(config.db_path, busy_timeout_ms=config.database.busy_timeout_ms)
+    try:
+        rows = heartbeats(conn, 1)
+    finally:
+        conn.close()
+    if rows:
+        state = heartbeat_status(rows[0], settings, timeutil.now())
+        checks.append(
+            Check(
+                "schedule",
+                "heartbeat",
+                state != "stale",
+                f"{state}: last beat {rows[0]['beat_at']} (pid {rows[0]['pid']} on "
+                f"{rows[0]['host']})",
+                level="warning",
+            )
+        )
+    return checks

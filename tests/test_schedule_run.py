@@ -146,3 +146,30 @@ def test_one_scheduler_per_lock_folder_and_bad_jobs_are_refused_up_front(workspa
     assert bad.code == 2 and "schedule.jobs.k" in bad.stderr and "Traceback" not in bad.stderr
     set_schedule(workspace, "")
     assert workspace.run("schedule", "run").code == 2
+
+
+def test_a_second_sigterm_interrupts_the_running_job_instead_of_waiting(workspace, scheduler_env):
+    set_schedule(
+        workspace,
+        '[schedule.jobs.purge]\ncommand = "retention purge --wait 60"\nevery = "1s"\n',
+    )
+    holder = hold_lock(workspace, "retention", 60)
+    try:
+        sched = workspace.popen("--log-format", "json", "schedule", "run", env=scheduler_env)
+        wait_for(
+            lambda: workspace.query(
+                "SELECT 1 FROM scheduler_heartbeat WHERE running_jobs LIKE '%purge%'"
+            )
+        )
+        sched.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert sched.poll() is None  # still waiting for the job
+        took = time.monotonic()
+        code, log = stop(sched)
+        assert code == 0 and time.monotonic() - took < 15
+    finally:
+        holder.kill()
+        holder.wait()
+    assert any(r.get("task") == "purge" and "interrupted" in r["message"] for r in log)
+    (me,) = workspace.query("SELECT exit_code, summary FROM runs WHERE command = 'schedule'")
+    assert me["exit_code"] == 0 and "interrupted=1" in me["summary"]
