@@ -117,8 +117,10 @@ def backup(conn: sqlite3.Connection, dest: str | os.PathLike[str]) -> Path:
 
 def _sweep_dead_partials(final: Path) -> None:
     """Remove partial copies left by backups that were killed (their pid no longer runs)."""
-    for partial in final.parent.glob(f".{final.name}.*.tmp"):
-        pid = partial.name[len(final.name) + 2 : -4]
+    for partial in final.parent.glob(f".{final.name}.*.tmp*"):
+        pid, _, rest = partial.name[len(final.name) + 2 :].partition(".tmp")
+        if rest not in ("", "-journal", "-wal", "-shm"):
+            continue
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:

@@ -96,7 +96,7 @@ def test_a_lock_held_by_a_cron_run_is_respected_and_the_loop_keeps_going(workspa
         workspace,
         '[schedule.jobs.optout]\ncommand = "customers optout jane@example.com"\nevery = "1s"\n',
     )
-    holder = hold_lock(workspace, "customers", 2.5)
+    holder = hold_lock(workspace, "customers", 5)
     sched = workspace.popen("--log-format", "json", "schedule", "run", env=scheduler_env)
     wait_for(
         lambda: workspace.query("SELECT 1 FROM runs WHERE command='customers' AND exit_code=0"),
