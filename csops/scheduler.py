@@ -450,7 +450,7 @@ class Runner:
             return
         spec = self.settings.jobs[name]
         env = dict(os.environ)
-        if env.get("CSOPS_TESTING") == "1":
+        if env.get("CSOPS_TESTING") == "1" and env.get("CSOPS_NOW"):  # the injected clock
             env["CSOPS_NOW"] = timeutil.iso(self.clock()) or ""
         argv = [*self.argv_prefix, *spec.argv()]
         try:

@@ -168,3 +168,17 @@ def test_zero_days_keeps_forever_and_negative_days_is_a_config_error(seeded):
     seeded.replace_config("message_bodies_days = 0", "message_bodies_days = -1")
     bad = seeded.run("retention", "purge", env=ENV)
     assert bad.code == 2 and "retention" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_database_and_personal_data_folders_are_owner_only(seeded):
+    assert seeded.run("retention", "purge", env=ENV).code == 0
+    conn = seeded.db()  # keep a connection open so the -wal and -shm files exist
+    try:
+        conn.execute("SELECT COUNT(*) FROM runs").fetchone()
+        for suffix in ("", "-wal", "-shm"):
+            path = seeded.db_path.with_name(seeded.db_path.name + suffix)
+            assert path.stat().st_mode & 0o777 == 0o600, path
+    finally:
+        conn.close()
+    for folder in ("data", "rejects", "outbox"):
+        assert (seeded.root / folder).stat().st_mode & 0o777 == 0o700, folder
