@@ -154,3 +154,23 @@ def test_bad_schedule_entries_are_config_errors_naming_the_job(table, field, exp
     text = str(info.value)
     assert "csops.toml" in text and "schedule.jobs.x" in text
     assert field in text and expected in text
+
+
+def test_schedule_list_shows_the_shop_offset_changing_across_a_dst_night(workspace):
+    workspace.replace_config('timezone = "Asia/Shanghai"', 'timezone = "America/New_York"')
+    body = workspace.config.read_text()
+    start, end = body.index("[schedule]"), body.index("### retention")
+    workspace.config.write_text(
+        body[:start]
+        + '[schedule]\n[schedule.jobs.kpi]\ncommand = "kpi daily"\nat = ["02:30"]\n'
+        + body[end:]
+    )
+    proc = workspace.run(
+        "schedule", "list", "--next", "3", "--json", env={"CSOPS_NOW": "2024-03-09T12:00:00Z"}
+    )
+    assert proc.code == 0, proc.stderr
+    assert [(r["next_run"], r["next_run_utc"]) for r in proc.json()] == [
+        ("2024-03-10T03:30:00-04:00", "2024-03-10T07:30:00Z"),  # 02:30 does not exist that night
+        ("2024-03-11T02:30:00-04:00", "2024-03-11T06:30:00Z"),
+        ("2024-03-12T02:30:00-04:00", "2024-03-12T06:30:00Z"),
+    ]
