@@ -374,10 +374,11 @@ class TimetableJob(schedule_lib.Job):
         return self.next_run is not None and self._naive_now() >= self.next_run
 
     def run(self) -> Any:
-        ret = self.job_func()  # type: ignore[misc]
-        self.last_run = self._naive_now()
-        self._schedule_next_run()
-        return ret
+        try:
+            return self.job_func()  # type: ignore[misc]
+        finally:  # even if starting it failed: the next try is the next slot, not the next tick
+            self.last_run = self._naive_now()
+            self._schedule_next_run()
 
     def _schedule_next_run(self) -> None:
         nxt = next_run_after(self.spec, self.clock(), self.tz_name)
@@ -440,6 +441,7 @@ class Runner:
         """Start job ``name`` now unless its previous run is still going."""
         if self.stop_reason:
             return
+        self.reap()  # log a finished previous run before its slot is reused
         child = self.children.get(name)
         if child and child.proc.poll() is None:
             self._count("skipped_running")
