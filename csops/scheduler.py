@@ -657,9 +657,8 @@ def run_scheduler(ctx: Any, *, log_format: str = "text") -> Any:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    result = Result("schedule run", rows=[], counts=dict(runner.counts))
-    result.messages.append(f"scheduler stopped by {runner.stop_reason}")
-    return result
+    # (No extra stderr message: the log already says why it stopped, in the chosen format.)
+    return Result("schedule run", rows=[], counts=dict(runner.counts))
 
 
 def doctor_checks(config: Any) -> list[Any]:

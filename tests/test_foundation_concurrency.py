@@ -8,6 +8,8 @@ import sqlite3
 import threading
 import time
 
+from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
+
 N = 12
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
+
 ORDERS = 60_000
 
 # A release's migration that rebuilds a table slowly (copy in chunks), added at run time in a
@@ -33,6 +35,23 @@ migrations.STEPS.append(migrations.Step(99, "rebuild orders", rebuild_orders))
 print("start", flush=True)
 db.connect(sys.argv[1]).close()
 print("done", flush=True)
+"""
+
+
+# A job writing sent messages the whole time, one short IMMEDIATE transaction each.
+WRITER = """
+import sys, sqlite3, time
+c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+for i in range(100000):
+    c.execute("BEGIN IMMEDIATE")
+    c.execute(
+        "INSERT INTO outbox (dedupe_key, message_id, kind, channel, recipient, state, queued_at,"
+        " sent_at) VALUES (?, ?, 'f', 'email', 'y@x', 'sent', '2024-01-01T00:00:00Z',"
+        " '2024-01-01T00:00:01Z')",
+        (f"w{i}", f"<w{i}>"),
+    )
+    c.execute("COMMIT")
+    time.sleep(0.005)
 """
 
 
@@ -78,11 +97,13 @@ def test_kill_9_during_a_migration_leaves_version_n_or_n_plus_1_never_half_built
     rng = random.Random(8)
     versions = []
     for _ in range(5):
-        child = subprocess.Popen(
-            [sys.executable, "-c", MIGRATE, str(workspace.db_path), "0.02"],
-            stdout=subprocess.PIPE,
-            env=workspace.env,
-            text=True,
+        child = track(
+            subprocess.Popen(
+                [sys.executable, "-c", MIGRATE, str(workspace.db_path), "0.02"],
+                stdout=subprocess.PIPE,
+                env=workspace.env,
+                text=True,
+            )
         )
         assert child.stdout.readline().strip() == "start"
         time.sleep(rng.uniform(0.05, 0.6))
@@ -120,22 +141,8 @@ def test_kill_9_during_backups_while_writing_leaves_only_whole_checked_copies(wo
     out.mkdir()
     final = out / "csops-backup.db"
     rng = random.Random(80)
-    writer = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, sqlite3, time\n"
-            "c = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)\n"
-            "for i in range(100000):\n"
-            "    c.execute('BEGIN IMMEDIATE')\n"
-            '    c.execute("INSERT INTO outbox (dedupe_key, message_id, kind, channel,'
-            " recipient, state, queued_at, sent_at) VALUES (?, ?, 'f', 'email', 'y@x',"
-            " 'sent', '2024-01-01T00:00:00Z', '2024-01-01T00:00:01Z')\", (f'w{i}', f'<w{i}>'))\n"
-            "    c.execute('COMMIT')\n"
-            "    time.sleep(0.005)\n",
-            str(workspace.db_path),
-        ],
-        env=workspace.env,
+    writer = track(
+        subprocess.Popen([sys.executable, "-c", WRITER, str(workspace.db_path)], env=workspace.env)
     )
     killed_partial = 0
     try:

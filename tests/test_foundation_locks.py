@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
+
 HOLD_LOCK = """
 import sys, time
 from csops.config import load_config
@@ -31,11 +33,13 @@ def wait_for(predicate, timeout: float = 20.0):
 
 
 def test_the_next_run_gets_the_lock_at_once_after_the_holder_is_sigkilled(workspace):
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(workspace.config), "customers"],
-        stdout=subprocess.PIPE,
-        env=workspace.env,
-        text=True,
+    holder = track(
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(workspace.config), "customers"],
+            stdout=subprocess.PIPE,
+            env=workspace.env,
+            text=True,
+        )
     )
     assert holder.stdout.readline().strip() == "locked"
     busy = workspace.run("customers", "optout", "a@example.com")

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from csops.cli import COMMANDS
+from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
 SAMPLES = Path(__file__).resolve().parent.parent / "scripts" / "samples"

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
+
 HOLD_LOCK = """
 import sys, time
 from csops.config import load_config
@@ -29,12 +31,14 @@ def set_schedule(workspace, text: str) -> None:
 
 def hold_lock(workspace, job: str) -> subprocess.Popen:
     """Another process (as a cron run would) holding job's lock until release(proc)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLD_LOCK, str(workspace.config), job],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        env=workspace.env,
-        text=True,
+    proc = track(
+        subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(workspace.config), job],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=workspace.env,
+            text=True,
+        )
     )
     assert proc.stdout.readline().strip() == "locked"
     return proc

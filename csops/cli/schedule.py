@@ -31,6 +31,7 @@ def _command_status(command: str) -> str:
 
 def _check_commands(settings) -> None:
     from csops.errors import ConfigError
+    from csops.log import get_logger
 
     for name, job in settings.jobs.items():
         status = _command_status(job.command)
@@ -41,9 +42,9 @@ def _check_commands(settings) -> None:
                 expected="a csops subcommand line (see csops --help)",
             )
         if status == "not built" and job.enabled:
-            click.echo(
-                f"warning: job {name!r}: `csops {job.command}` is not built in this version",
-                err=True,
+            get_logger("schedule").warning(
+                f"job {name!r}: `csops {job.command}` is not built in this version",
+                extra={"task": name},
             )
 
 
