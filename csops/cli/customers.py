@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from csops.cli.options import output_options, run_job
+from csops.cli.options import output_options, run_job, wait_option
 
 
 @click.group(name="customers")
@@ -15,8 +15,9 @@ def customers() -> None:
 @customers.command(name="optout")
 @click.argument("address")
 @click.option("--reason", default="operator", show_default=True)
+@wait_option
 @output_options
-def customers_optout(address: str, reason: str, fmt: str | None) -> None:
+def customers_optout(address: str, reason: str, wait: float | None, fmt: str | None) -> None:
     """Never contact ADDRESS again (e-mail or phone), on any channel, for any message.
 
     \b
@@ -32,13 +33,14 @@ def customers_optout(address: str, reason: str, fmt: str | None) -> None:
         res.count("suppressed" if r.changed else "already_suppressed")
         return res
 
-    run_job("customers", job, fmt=fmt)
+    run_job("customers", job, fmt=fmt, wait=wait)
 
 
 @customers.command(name="optin")
 @click.argument("address")
+@wait_option
 @output_options
-def customers_optin(address: str, fmt: str | None) -> None:
+def customers_optin(address: str, wait: float | None, fmt: str | None) -> None:
     """Allow messages to ADDRESS again (lifts any suppression)."""
     from csops.customers import opt_in
     from csops.result import Result
@@ -49,4 +51,4 @@ def customers_optin(address: str, fmt: str | None) -> None:
         res.count("unsuppressed" if r.changed else "was_not_suppressed")
         return res
 
-    run_job("customers", job, fmt=fmt)
+    run_job("customers", job, fmt=fmt, wait=wait)
