@@ -279,7 +279,7 @@ def _context(conn, config, rule, order: sqlite3.Row | None, customer: sqlite3.Ro
             "birthday": None,
         }
     if order is not None:
-        o = {k: order[k] for k in order}
+        o = dict(zip(order.keys(), tuple(order), strict=True))
         o.setdefault("tracking_url", "")
         ctx["order"] = o
         ctx["items"] = [
