@@ -129,9 +129,17 @@ def insert_fixture(db_path: Path) -> None:
     try:
         with conn:
             ids = {}
-            for n, (key, email, status, cur, total, refunded, created, cancelled, refunded_at) in (
-                enumerate(ORDERS, 1)
-            ):
+            for n, (
+                key,
+                email,
+                status,
+                cur,
+                total,
+                refunded,
+                created,
+                cancelled,
+                refunded_at,
+            ) in enumerate(ORDERS, 1):
                 cur_ = conn.execute(
                     "INSERT INTO orders (platform, external_id, number, email, status, currency,"
                     " total_minor, refunded_minor, created_at, cancelled_at, refunded_at,"

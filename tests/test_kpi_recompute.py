@@ -101,7 +101,9 @@ def test_a_dst_day_in_the_shop_timezone_is_23_or_25_hours_long(
     with sqlite3.connect(workspace.db_path) as conn:
         for n, ts in enumerate(inside + outside):
             _order(conn, f"x{n}", ts)
-    proc = workspace.run("kpi", "daily", "--date", day, "--json", env=env_at("2024-12-01T00:00:00Z"))
+    proc = workspace.run(
+        "kpi", "daily", "--date", day, "--json", env=env_at("2024-12-01T00:00:00Z")
+    )
     assert proc.code == 0, proc.stderr
     assert _value(workspace, day, "orders")["value"] == len(inside)
     assert _value(workspace, day, "gmv.EUR")["value"] == 1000 * len(inside)

@@ -172,8 +172,10 @@ def run_check(ctx, *, day: date | None = None):
     if day is None:
         day = timeutil.local_day(ctx.now, tz) - timedelta(days=1)
     if alerts.channel:
-        channels = ctx.config.section("channels") or {}
-        if channels and alerts.channel not in channels:
+        from csops.messaging.settings import channel_table
+
+        channels = channel_table(ctx.config)
+        if alerts.channel not in channels:
             raise ConfigError(
                 f"[alerts] channel {alerts.channel!r} is not a configured channel",
                 file=str(ctx.config.path),
@@ -203,11 +205,12 @@ def run_check(ctx, *, day: date | None = None):
     if breaches and alerts.channel and not ctx.dry_run:
         from csops.messaging.outbox import deliver
 
-        sent = deliver(ctx, kinds=["alert"])
-        counts = getattr(sent, "counts", None)
-        if isinstance(counts, dict):
-            for key, n in counts.items():
-                result.count(f"alerts_{key}", n)
+        report = deliver(ctx, kinds={"alert"})
+        for key, n in report.counts.items():
+            result.count(f"alerts_{key}", n)
+        result.messages.extend(report.messages)
+        if report.partial:
+            result.status = "partial"
     result.rows = [
         {
             "day": day.isoformat(),

@@ -106,9 +106,10 @@ class KpiSettings:
 class AlertSettings:
     """Where breaches go: a channel from ``[channels]`` and a recipient (default: shop email)."""
 
-    # Name of a [channels.NAME] table (email via smtp/outbox-dir, or a webhook). Empty: breaches
-    # are listed by `kpi check` (and exit 4 at critical) but no message is queued.
-    channel: str = ""
+    # Name of a [channels.NAME] table (email via smtp/outbox-dir, or a webhook); "outbox" is the
+    # built-in outbox-dir channel. Empty: breaches are listed by `kpi check` (and exit 4 at
+    # critical) but no message is queued.
+    channel: str = "outbox"
     recipient: str = ""
     # Levels that send a message; lower levels are only listed.
     send_levels: list[Literal["notice", "warning", "critical"]] = field(
