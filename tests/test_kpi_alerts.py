@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 from kpi_helpers import DAY, NOW, env_at, insert_fixture
@@ -139,9 +140,11 @@ def test_a_wrong_threshold_in_the_config_names_the_key(shop):
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    ledger: list[dict] = []
+    """A webhook receiver keeping its own ledger of what it was handed."""
 
-    def do_POST(self):  # noqa: N802 (http.server API)
+    ledger: ClassVar[list[dict]] = []
+
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.ledger.append({"key": self.headers.get("Idempotency-Key"), "body": body.decode()})
         self.send_response(200)
@@ -160,7 +163,8 @@ def test_alerts_go_to_a_webhook_on_loopback_once(shop):
         url = f"http://127.0.0.1:{server.server_port}/hook"
         shop.replace_config(
             '[alerts]\nchannel = "outbox"',
-            f'[channels.ops-hook]\ntype = "webhook"\nurl = "{url}"\n\n[alerts]\nchannel = "ops-hook"',
+            f'[channels.ops-hook]\ntype = "webhook"\nurl = "{url}"\n\n'
+            '[alerts]\nchannel = "ops-hook"',
         )
         for _ in range(2):
             proc = shop.run("kpi", "check", "--date", DAY, "--json", env=env_at(NOW))
