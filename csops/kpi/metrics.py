@@ -334,7 +334,7 @@ def _followups_failed(conn, w, s):
 
 SQL_COMPLAINT = """
 SELECT (SELECT COUNT(*) FROM conversations WHERE created_at >= :start AND created_at < :end
-          AND kind IN (SELECT value FROM json_each(:kinds))) AS num,
+          AND lower(kind) IN (SELECT lower(value) FROM json_each(:kinds))) AS num,
        (SELECT COUNT(*) FROM orders WHERE created_at >= :start AND created_at < :end) AS den
 """
 
@@ -378,7 +378,8 @@ def _frt_within_5m(conn, w, s):
 
 
 SQL_AFTER_SALES = (
-    SQL_FIRST_RESPONSE + f" AND {_VALID} AND kind IN (SELECT value FROM json_each(:kinds))"
+    SQL_FIRST_RESPONSE
+    + f" AND {_VALID} AND lower(kind) IN (SELECT lower(value) FROM json_each(:kinds))"
 )
 
 

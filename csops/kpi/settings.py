@@ -79,11 +79,12 @@ class KpiSettings:
     report_days: int = 30
     # Values with a smaller sample size are stored and shown but never alerted on.
     min_sample: int = 5
+    # Lists are tuples once loaded (the config loader's shape), so defaults are tuples too.
     # Conversation kinds (as imported) counted as after-sales requests and as complaints.
     after_sales_kinds: list[str] = field(
-        default_factory=lambda: ["after_sale", "after_sales", "return", "refund", "complaint"]
+        default_factory=lambda: ("after_sale", "after_sales", "return", "refund", "complaint")
     )
-    complaint_kinds: list[str] = field(default_factory=lambda: ["complaint"])
+    complaint_kinds: list[str] = field(default_factory=lambda: ("complaint",))
     thresholds: dict[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     def __post_init__(self) -> None:
@@ -113,5 +114,5 @@ class AlertSettings:
     recipient: str = ""
     # Levels that send a message; lower levels are only listed.
     send_levels: list[Literal["notice", "warning", "critical"]] = field(
-        default_factory=lambda: ["notice", "warning", "critical"]
+        default_factory=lambda: ("notice", "warning", "critical")
     )
