@@ -26,7 +26,7 @@ TEMPLATE = "reports/kpi_report.html"
 # NPS counts are shown in the NPS card, not charted on their own.
 NOT_CHARTED = {"nps.promoters", "nps.passives", "nps.detractors"}
 LEVEL_COLOURS = {"notice": "#2f80ed", "warning": "#f2994a", "critical": "#eb5757"}
-W, H, LEFT, RIGHT, TOP, BOTTOM = 560, 180, 58, 14, 12, 26
+W, H, LEFT, RIGHT, TOP, BOTTOM = 520, 180, 58, 14, 12, 26
 
 
 @dataclass
@@ -68,11 +68,29 @@ def _fmt(name: str, v: Value | None) -> str:
 
 
 def _scale(lo: float, hi: float) -> tuple[float, float]:
+    """The y range with a little air; a scale of non-negative values does not dip below 0."""
     if lo == hi:
         pad = abs(lo) * 0.1 or 1.0
-        return lo - pad, hi + pad
+        return max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad
     pad = (hi - lo) * 0.08
-    return lo - pad, hi + pad
+    return (max(lo - pad, 0.0) if lo >= 0 else lo - pad), hi + pad
+
+
+def tick_label(name: str, value: float) -> str:
+    """Short axis labels: money in major units without the code, thousands as k."""
+    metric = metric_for(name)
+    unit = metric.unit if metric else "count"
+    if unit == "money":
+        from csops.model import currency_exponent
+
+        value = value / 10 ** currency_exponent(name.split(".")[1])
+    if unit == "percent":
+        return f"{value:.0f}%" if abs(value) >= 10 else f"{value:.1f}%"
+    if abs(value) >= 10_000:
+        return f"{value / 1000:,.0f}k"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if abs(value) >= 1 or value == 0 else f"{value:.2f}"
 
 
 def chart_svg(
@@ -110,7 +128,7 @@ def chart_svg(
         parts.append(
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{yy:.1f}" y2="{yy:.1f}" stroke="#eef0f2"/>'
             f'<text x="{LEFT - 4}" y="{yy + 4:.1f}" text-anchor="end" class="tick">'
-            f"{esc(format_value(name, value))}</text>"
+            f"{esc(tick_label(name, value))}</text>"
         )
     for i in sorted({0, len(days) // 2, len(days) - 1}):
         if 0 <= i < len(days):
