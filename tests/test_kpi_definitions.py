@@ -119,4 +119,8 @@ def test_every_kpi_query_uses_an_index_on_its_day_timestamp(tmp_path):
         assert "SEARCH" in plan, (m.name, plan)
         for table in ("orders", "surveys", "outbox", "conversations", "return_lines"):
             assert f"SCAN {table}" not in plan, (m.name, plan)
+        # every search is a time range (or a lookup by order id), never e.g. "cancelled_at=?"
+        for step in plan.split(" | "):
+            if step.startswith("SEARCH"):
+                assert ">? AND " in step or "order_id=?" in step, (m.name, step)
     conn.close()

@@ -132,7 +132,9 @@ def _column(conn: sqlite3.Connection, sql: str, params: dict) -> list[float | No
 # ---------------------------------------------------------------------------------------------
 # Orders. An order is on the day its created_at falls on (shop timezone).
 
-_LIVE = "status != 'cancelled' AND cancelled_at IS NULL"
+# Not cancelled. The unary + keeps SQLite off idx_orders_cancelled (cancelled_at IS NULL matches
+# nearly every order, a scan of the whole history): the created_at range must drive the query.
+_LIVE = "status != 'cancelled' AND +cancelled_at IS NULL"
 
 SQL_ORDERS = """
 SELECT COUNT(*) AS n FROM orders
@@ -251,7 +253,7 @@ def _return_decision(conn, w, s):
 
 SQL_CSAT = """
 SELECT COUNT(*) AS n, COALESCE(SUM(score), 0) AS total, COALESCE(SUM(score >= 4), 0) AS satisfied
-FROM surveys WHERE kind = 'csat' AND responded_at >= :start AND responded_at < :end
+FROM surveys WHERE +kind = 'csat' AND responded_at >= :start AND responded_at < :end
   AND score BETWEEN 1 AND 5
 """
 
@@ -269,7 +271,7 @@ def _csat_satisfied(conn, w, s):
 SQL_NPS = """
 SELECT COUNT(*) AS n, COALESCE(SUM(score >= 9), 0) AS promoters,
        COALESCE(SUM(score <= 6), 0) AS detractors
-FROM surveys WHERE kind = 'nps' AND responded_at >= :start AND responded_at < :end
+FROM surveys WHERE +kind = 'nps' AND responded_at >= :start AND responded_at < :end
   AND score BETWEEN 0 AND 10
 """
 
@@ -309,7 +311,7 @@ def _survey_response(conn, w, s):
 
 SQL_FOLLOWUPS_SENT = """
 SELECT COUNT(*) AS n FROM outbox
-WHERE sent_at >= :start AND sent_at < :end AND state = 'sent' AND kind != 'alert'
+WHERE sent_at >= :start AND sent_at < :end AND +state = 'sent' AND kind != 'alert'
 """
 
 
