@@ -116,3 +116,37 @@ class AlertSettings:
     send_levels: list[Literal["notice", "warning", "critical"]] = field(
         default_factory=lambda: ("notice", "warning", "critical")
     )
+
+
+def doctor_checks(config) -> list:
+    """The alert channel exists; the report template is readable; thresholds are listed."""
+    from csops.doctor import Check
+
+    checks = []
+    alerts: AlertSettings = config.section("alerts")
+    kpi: KpiSettings = config.section("kpi")
+    if alerts.channel:
+        try:
+            from csops.messaging.settings import channel_table
+
+            names = sorted(channel_table(config))
+        except ImportError:
+            names = sorted(config.section("channels") or {})
+        checks.append(
+            Check("kpi", "alert channel", alerts.channel in names,
+                  f"{alerts.channel!r} ({', '.join(names) or 'no channels'})")
+        )  # fmt: skip
+    else:
+        checks.append(
+            Check("kpi", "alert channel", True, "none: breaches are listed, not sent",
+                  level="warning")
+        )  # fmt: skip
+    try:
+        from csops.kpi.report import _template_source
+
+        _template_source(config.resolve(config.paths.templates))
+        checks.append(Check("kpi", "report template", True, "reports/kpi_report.html"))
+    except OSError as exc:
+        checks.append(Check("kpi", "report template", False, f"cannot read: {exc}"))
+    checks.append(Check("kpi", "thresholds", True, f"{len(kpi.thresholds)} KPIs watched"))
+    return checks
