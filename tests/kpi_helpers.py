@@ -68,6 +68,7 @@ OUTBOX = [
     ("followup", "failed", "2024-04-18T02:00:00Z", None),
     ("followup", "queued", "2024-04-18T03:00:00Z", None),
     ("alert", "sent", "2024-04-18T04:00:00Z", "2024-04-18T04:00:05Z"),  # alerts are not follow-ups
+    ("csat", "failed", "2024-04-18T04:00:00Z", None),  # nor are survey invitations
     ("followup", "sent", "2024-04-18T15:00:00Z", "2024-04-18T16:10:00Z"),  # sent the next day
 ]
 

@@ -307,27 +307,34 @@ def _survey_response(conn, w, s):
 
 
 # ---------------------------------------------------------------------------------------------
-# Outbox. Customer messages only: KPI alerts (kind 'alert') are not follow-ups.
+# Outbox. Messages whose kind is in [kpi] followup_kinds (default: the follow-up rules' kind
+# 'followup'; survey invitations, return notices and KPI alerts are other kinds).
 
-SQL_FOLLOWUPS_SENT = """
+_FOLLOWUP = "kind IN (SELECT value FROM json_each(:kinds))"
+
+SQL_FOLLOWUPS_SENT = f"""
 SELECT COUNT(*) AS n FROM outbox
-WHERE sent_at >= :start AND sent_at < :end AND +state = 'sent' AND kind != 'alert'
+WHERE sent_at >= :start AND sent_at < :end AND +state = 'sent' AND {_FOLLOWUP}
 """
 
 
+def _followup_params(w: Window, s: KpiSettings) -> dict:
+    return {**w.params(), "kinds": json.dumps(list(s.followup_kinds))}
+
+
 def _followups_sent(conn, w, s):
-    n = _one(conn, SQL_FOLLOWUPS_SENT, w.params())["n"]
+    n = _one(conn, SQL_FOLLOWUPS_SENT, _followup_params(w, s))["n"]
     return {"followups.sent": Value(n, n, None, n)}
 
 
-SQL_FOLLOWUPS_FAILED = """
+SQL_FOLLOWUPS_FAILED = f"""
 SELECT COUNT(*) AS den, COALESCE(SUM(state = 'failed'), 0) AS num FROM outbox
-WHERE queued_at >= :start AND queued_at < :end AND kind != 'alert'
+WHERE queued_at >= :start AND queued_at < :end AND {_FOLLOWUP}
 """
 
 
 def _followups_failed(conn, w, s):
-    r = _one(conn, SQL_FOLLOWUPS_FAILED, w.params())
+    r = _one(conn, SQL_FOLLOWUPS_FAILED, _followup_params(w, s))
     return {"followups.failed": Value(r["num"], r["num"], r["den"], r["den"])}
 
 
@@ -446,10 +453,10 @@ METRICS: tuple[Metric, ...] = (
            "% of surveys sent on the day that have been answered.", SQL_SURVEY_RESPONSE,
            _survey_response),
     Metric("followups.sent", "Follow-ups sent", "count", None,
-           "Customer messages the outbox sent on the day (alerts excluded).",
+           "Follow-up messages the outbox sent on the day.",
            SQL_FOLLOWUPS_SENT, _followups_sent, empty=_ZERO),
     Metric("followups.failed", "Follow-ups failed", "count", "down",
-           "Customer messages queued on the day that ended failed.", SQL_FOLLOWUPS_FAILED,
+           "Follow-up messages queued on the day that ended failed.", SQL_FOLLOWUPS_FAILED,
            _followups_failed),
     Metric("repurchase_rate", "Repurchase rate (90 days)", "percent", "up",
            "% of customers with an order in the 90 days ending on the day who have 2 or more.",

@@ -85,6 +85,9 @@ class KpiSettings:
         default_factory=lambda: ("after_sale", "after_sales", "return", "refund", "complaint")
     )
     complaint_kinds: list[str] = field(default_factory=lambda: ("complaint",))
+    # Outbox kinds counted as follow-ups (surveys are "csat"/"nps", return notices
+    # "return_notice", KPI alerts "alert").
+    followup_kinds: list[str] = field(default_factory=lambda: ("followup",))
     thresholds: dict[str, Threshold] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     def __post_init__(self) -> None:
