@@ -271,7 +271,9 @@ def _run_api(
     )
     outcome = source.sync(ctx, store, settings, since)
     result.counts.update(store.counts)
+    result.counts["rejected"] = len(outcome.rejects)
     result.counts["pages"] = outcome.pages
+    result.rejects.extend(outcome.rejects[:MAX_REPORTED])
     result.messages.extend(outcome.messages)
     if outcome.partial:
         result.status = "partial"
