@@ -53,7 +53,9 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
         if m.timezone:
             env = ParseEnv(ZoneInfo(m.timezone), env.currency, env.field_size_limit)
         _, first = rows[0]
-        currency = parse_currency(cell(first, "currency"), col.get("currency", "currency"), "")
+        currency = parse_currency(
+            cell(first, "currency"), col.get("currency", "currency"), m.currency or env.currency
+        )
         raw_status = unwrap(cell(first, "status"))
         if "status" in col:
             status = m.status_map.get(raw_status) or (
