@@ -72,7 +72,7 @@ class KpiSettings:
     recompute_days: int = 7
     # ... plus every day whose source rows changed since the previous run started, minus this
     # overlap (a long import stamps rows with its start time and may commit after we read).
-    late_overlap_hours: int = 24
+    late_overlap_hours: int = 6
     # The first run (no previous run recorded) computes this many days back.
     backfill_days: int = 90
     # Days shown by `kpi report` when --days is not given.
