@@ -93,3 +93,28 @@ def test_bad_dates_are_a_usage_error_with_one_clear_line(shop, args, message):
     assert proc.code == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_rows_with_broken_timestamps_are_left_out_without_failing_the_run(shop):
+    import sqlite3
+
+    with sqlite3.connect(shop.db_path) as conn:
+        conn.execute(
+            "INSERT INTO conversations (source, external_id, kind, created_at, first_response_at,"
+            " resolved_at, imported_at) VALUES ('csv', 'bad-1', 'complaint',"
+            " '2024-04-18T05:00:00Z', 'soon', '=1+1', '2024-04-19T00:00:00Z')"
+        )
+        conn.execute(
+            "INSERT INTO orders (platform, external_id, number, status, currency, created_at,"
+            " imported_at, updated_at) VALUES ('test', 'bad-2', '#bad', 'paid', 'CNY',"
+            " 'yesterday', '2024-04-19T00:00:00Z', '2024-04-19T00:00:00Z')"
+        )
+    first = shop.run("kpi", "daily", "--json", env=env_at(NOW))
+    assert first.code == 0, first.stderr
+    proc = shop.run("kpi", "daily", "--date", DAY, "--json", env=env_at(NOW))
+    assert proc.code == 0, proc.stderr
+    rows = {r["metric"]: r for r in proc.json()}
+    assert rows["orders"]["value"] == EXPECTED["orders"][0]  # 'yesterday' is on no day
+    # the conversation counts (it was opened on the day) but has no valid response time
+    assert rows["frt.median_minutes"]["sample_size"] == EXPECTED["frt.median_minutes"][3]
+    assert rows["complaint_rate"]["numerator"] == 3
