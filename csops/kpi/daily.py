@@ -218,8 +218,7 @@ def day_rows(day: date, values: dict[str, Value]) -> list[dict]:
     return rows
 
 
-def run_daily(ctx, *, day: date | None = None, first: date | None = None,
-              last: date | None = None):  # fmt: skip
+def run_daily(ctx, *, day: date | None = None, first: date | None = None, last: date | None = None):
     """``csops kpi daily``: compute and store; rows of the day asked for (default: yesterday)."""
     from csops.errors import UsageError
     from csops.result import Result
@@ -263,6 +262,6 @@ def run_daily(ctx, *, day: date | None = None, first: date | None = None,
                 f"recomputed {len(days)} days: the last {plan.recent} and {plan.late} "
                 "touched by data changed since the previous run"
             )
-    result.messages.append(f"showing {', '.join(d.isoformat() for d in show[:3])}"
-                           + (" …" if len(show) > 3 else ""))  # fmt: skip
+    shown = ", ".join(d.isoformat() for d in show[:3]) + (" …" if len(show) > 3 else "")
+    result.messages.append(f"showing {shown}")
     return result
