@@ -87,8 +87,8 @@ def kpi_daily(day, first, last, dry_run: bool, wait, fmt: str | None) -> None:
 
 @kpi.command(name="report")
 @click.option("--days", type=click.IntRange(1, 3660), default=None,
-              help="Days to show, ending today (default: [kpi] report_days).")  # fmt: skip
-@click.option("--to", "last", type=DAY, help="Last day shown (default: today, shop time).")
+              help="Days to show (default: [kpi] report_days).")  # fmt: skip
+@click.option("--to", "last", type=DAY, help="Last day shown (default: yesterday, shop time).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="HTML file to write.")  # fmt: skip
 @dry_run_option

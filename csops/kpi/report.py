@@ -323,7 +323,8 @@ def run_report(ctx, *, out: Path, days: int | None = None, last_day: date | None
 
     settings = ctx.config.section("kpi")
     tz = ZoneInfo(ctx.config.shop.timezone)
-    last_day = last_day or timeutil.local_day(ctx.now, tz)
+    # Default: yesterday, the last complete day (today's partial values would read as a drop).
+    last_day = last_day or timeutil.local_day(ctx.now, tz) - timedelta(days=1)
     n = days or settings.report_days
     page, charts = render_report(
         ctx.conn,
