@@ -174,3 +174,42 @@ def test_alerts_go_to_a_webhook_on_loopback_once(shop):
     assert len(_Receiver.ledger) == 4
     assert len({hit["key"] for hit in _Receiver.ledger}) == 4
     assert any("after_sales.answered_24h_pct" in json.dumps(hit) for hit in _Receiver.ledger)
+
+
+def test_alerts_go_by_smtp_to_the_shop_address_once(shop):
+    from aiosmtpd.controller import Controller
+
+    class Ledger:
+        def __init__(self):
+            self.messages = []
+
+        async def handle_DATA(self, server, session, envelope):  # aiosmtpd's hook name
+            self.messages.append((envelope.rcpt_tos, envelope.content.decode("utf-8", "replace")))
+            return "250 OK"
+
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ledger = Ledger()
+    controller = Controller(ledger, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        shop.replace_config(
+            '[alerts]\nchannel = "outbox"',
+            f'[channels.mail]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {port}\n\n'
+            '[alerts]\nchannel = "mail"',
+        )
+        for _ in range(2):
+            proc = shop.run("kpi", "check", "--date", DAY, "--json", env=env_at(NOW))
+            assert proc.code == 4, proc.stderr
+    finally:
+        controller.stop()
+    assert len(ledger.messages) == 4
+    assert {tuple(rcpt) for rcpt, _ in ledger.messages} == {("service@demo-shop.example",)}
+    subjects = sorted(line for _, m in ledger.messages for line in m.splitlines()
+                      if line.startswith("Subject:"))  # fmt: skip
+    assert (
+        subjects[0] == f"Subject: [Demo Shop] KPI critical: after_sales.answered_24h_pct on {DAY}"
+    )
