@@ -118,3 +118,19 @@ def test_rows_with_broken_timestamps_are_left_out_without_failing_the_run(shop):
     # the conversation counts (it was opened on the day) but has no valid response time
     assert rows["frt.median_minutes"]["sample_size"] == EXPECTED["frt.median_minutes"][3]
     assert rows["complaint_rate"]["numerator"] == 3
+
+
+def test_a_refund_without_a_refund_time_counts_on_the_day_the_order_was_placed(shop):
+    import sqlite3
+
+    with sqlite3.connect(shop.db_path) as conn:
+        conn.execute(
+            "INSERT INTO orders (platform, external_id, number, status, currency, total_minor,"
+            " refunded_minor, created_at) VALUES ('test', 'nort', '#nort', 'partially_refunded',"
+            " 'CNY', 9000, 1500, '2024-04-05T03:00:00Z')"
+        )
+    proc = shop.run("kpi", "daily", "--date", "2024-04-05", "--json", env=env_at(NOW))
+    assert proc.code == 0, proc.stderr
+    rows = {r["metric"]: r for r in proc.json()}
+    assert (rows["refund.CNY"]["value"], rows["refund.CNY"]["sample_size"]) == (1500, 1)
+    assert rows["refund_rate"]["value"] == 100.0

@@ -191,9 +191,17 @@ def _return_rate(conn, w, s):
     return {"return_rate": ratio(r["num"], r["den"])}
 
 
+# A refund is on the day of refunded_at; a platform export without refund times leaves it
+# empty, and then the refund is put on the day the order was placed (two index range searches).
 SQL_REFUND = """
-SELECT currency, SUM(refunded_minor) AS total, COUNT(*) AS n FROM orders
-WHERE refunded_at >= :start AND refunded_at < :end AND refunded_minor > 0
+SELECT currency, SUM(refunded_minor) AS total, COUNT(*) AS n FROM (
+    SELECT currency, refunded_minor FROM orders
+    WHERE refunded_at >= :start AND refunded_at < :end AND refunded_minor > 0
+    UNION ALL
+    SELECT currency, refunded_minor FROM orders
+    WHERE created_at >= :start AND created_at < :end AND +refunded_at IS NULL
+      AND refunded_minor > 0
+)
 GROUP BY currency
 """
 
@@ -427,7 +435,7 @@ METRICS: tuple[Metric, ...] = (
            "% of non-cancelled orders placed on the day with a return request not rejected.",
            SQL_RETURN_RATE, _return_rate),
     Metric("refund.{currency}", "Refund amount", "money", "down",
-           "Sum of refunded_minor of orders refunded (refunded_at) on the day.",
+           "Sum of refunded_minor of orders refunded on the day (refunded_at, else created_at).",
            SQL_REFUND, _refund, empty=_ZERO),
     Metric("refund_rate", "Refund rate", "percent", "down",
            "% of non-cancelled orders placed on the day that were (partly) refunded.",
