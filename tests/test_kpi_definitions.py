@@ -124,3 +124,18 @@ def test_every_kpi_query_uses_an_index_on_its_day_timestamp(tmp_path):
             if step.startswith("SEARCH"):
                 assert ">? AND " in step or "order_id=?" in step, (m.name, step)
     conn.close()
+
+
+def test_finding_late_data_searches_indexes_instead_of_scanning_history(tmp_path):
+    from csops import db
+    from csops.kpi.daily import _CHANGES
+
+    conn = db.connect(tmp_path / "plan.db")
+    for table, changed, columns, _reach in _CHANGES:
+        for column in columns:
+            sql = (
+                f"SELECT DISTINCT {column} FROM {table} WHERE ({changed}) AND {column} IS NOT NULL"
+            )
+            plan = [r["detail"] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, {"since": "x"})]
+            assert not any(step.startswith("SCAN") for step in plan), (table, column, plan)
+    conn.close()
