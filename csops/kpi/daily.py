@@ -98,16 +98,20 @@ def day_range(first: date, last: date) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def changed_sql(table: str, changed: str, column: str) -> str:
+    """Distinct minutes of ``column`` among rows changed since ``:since`` (index searches)."""
+    return (
+        f"SELECT DISTINCT substr({column}, 1, 16) AS ts FROM {table} "
+        f"WHERE ({changed}) AND {column} IS NOT NULL"
+    )
+
+
 def changed_days(conn: sqlite3.Connection, since: str, tz: ZoneInfo, today: date) -> set[date]:
     """Days whose values may differ because source rows changed at or after ``since``."""
     days: set[date] = set()
     for table, changed, columns, reach in _CHANGES:
         for column in columns:
-            sql = (
-                f"SELECT DISTINCT substr({column}, 1, 16) AS ts FROM {table} "
-                f"WHERE ({changed}) AND {column} IS NOT NULL"
-            )
-            for row in conn.execute(sql, {"since": since}):
+            for row in conn.execute(changed_sql(table, changed, column), {"since": since}):
                 try:
                     event = timeutil.local_day(timeutil.parse_instant(row["ts"]), tz)
                 except ValueError:
