@@ -27,11 +27,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _sink(port: int, ready) -> None:  # noqa: ANN001
+def _sink(port: int, ready) -> None:
     from aiosmtpd.smtp import SMTP
 
     class Handler:
-        async def handle_DATA(self, server, session, envelope):  # noqa: ANN001, ANN202, N802
+        async def handle_DATA(self, server, session, envelope):
             return "250 OK"
 
     loop = asyncio.new_event_loop()
@@ -82,7 +82,7 @@ def main() -> None:
     now = timeutil.now()
 
     # ---- csops: render + plan + deliver
-    def job(ctx) -> Result:  # noqa: ANN001
+    def job(ctx) -> Result:
         base = sample_context(config, "shipping_notice")
         batch = []
         for i in range(n):
