@@ -89,7 +89,7 @@ class Sink:
         self.stop()
 
 
-def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:  # noqa: ANN001
+def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:
     """Make ``name`` an SMTP channel to the sink and the default channel; no quiet hours."""
     ws.set_config(
         f'[channels.{name}]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {port}\n'
@@ -99,7 +99,7 @@ def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:  #
     no_quiet_hours(ws)
 
 
-def no_quiet_hours(ws) -> None:  # noqa: ANN001
+def no_quiet_hours(ws) -> None:
     ws.replace_config('quiet_hours = "21:00-09:00"', 'quiet_hours = ""')
 
 
@@ -108,7 +108,7 @@ def env(now: str = NOW, **extra: str) -> dict[str, str]:
 
 
 def queue(
-    ws,  # noqa: ANN001
+    ws,
     n: int,
     *,
     channel: str = "mail",
@@ -151,12 +151,12 @@ def queue(
     return ids
 
 
-def states(ws) -> dict[str, int]:  # noqa: ANN001
+def states(ws) -> dict[str, int]:
     rows = ws.query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
     return {r["state"]: r["n"] for r in rows}
 
 
-def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]]) -> None:  # noqa: ANN001
+def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]]) -> None:
     """Insert customers and orders as an importer would have left them."""
     conn = ws.db()
     try:
@@ -195,7 +195,7 @@ def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]
         conn.close()
 
 
-def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:  # noqa: ANN001
+def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():

@@ -59,7 +59,7 @@ class Handler:
         except (OSError, ValueError):
             pass
 
-    def record(self, envelope) -> None:  # noqa: ANN001
+    def record(self, envelope) -> None:
         headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
         entry = {
             "message_id": headers.get("Message-ID"),
@@ -71,7 +71,7 @@ class Handler:
         self.ledger.flush()
         os.fsync(self.ledger.fileno())
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.mail_count += 1
         with open(self.count_file, "w") as fh:
             fh.write(str(self.mail_count))
@@ -80,7 +80,7 @@ class Handler:
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.attempts[address] = self.attempts.get(address, 0) + 1
         f = self.fault(address, "rcpt")
         if f:
@@ -94,7 +94,7 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         if self.delay:
             await asyncio.sleep(self.delay)
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""

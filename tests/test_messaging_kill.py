@@ -14,13 +14,13 @@ import pytest
 from messaging_helpers import Sink, env, no_quiet_hours, queue, smtp_channel, states, wait_for
 
 
-def _start(ws, sink, *args):  # noqa: ANN001, ANN202
+def _start(ws, sink, *args):
     p = ws.popen("followups", "send", *args, env=env())
     sink.pidfile.write_text(str(p.pid))
     return p
 
 
-def _converge(ws, runs: int = 5) -> list[int]:  # noqa: ANN001
+def _converge(ws, runs: int = 5) -> list[int]:
     codes = []
     for _ in range(runs):
         r = ws.run("followups", "send", env=env())
@@ -106,9 +106,7 @@ def test_a_kill_at_each_protocol_point_never_duplicates(workspace, tmp_path, poi
                 assert copies.get(r["message_id"]) == 1
 
 
-def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(
-    workspace, tmp_path, scale
-):
+def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace, tmp_path, scale):
     """AT-01 (small): random SIGKILLs during an SMTP send, re-run after each."""
     n, kills = 300 * scale, 4
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))

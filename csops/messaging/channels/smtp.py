@@ -21,8 +21,7 @@ from csops.messaging.channels.base import (
     HeaderInjection,
     Outcome,
     OutMessage,
-    build_email,
-    email_bytes,
+    mime_bytes,
 )
 
 _HINT = re.compile(r"(\d+)\s*(seconds?|secs?|s\b|minutes?|mins?)", re.I)
@@ -115,12 +114,11 @@ class SmtpChannel(BaseChannel):
 
     def send(self, msg: OutMessage, mark_handed_over: Callable[[], None]) -> Outcome:
         try:
-            email = build_email(
+            data = mime_bytes(
                 msg, from_address=self.from_address, from_name=self.from_name, date=timeutil.now()
             )
         except HeaderInjection as exc:
             return Outcome("permanent", "header_injection", str(exc))
-        data = email_bytes(email)
         data = _DOTS.sub(b"..", data)
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
