@@ -32,9 +32,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 HEADER = (REPO / "scripts" / "samples" / "shopify_orders_export.csv").read_text("utf-8")
 COLUMNS = HEADER.splitlines()[0].split(",")
-PRODUCTS = [("LN-NAP-SAGE", "Linen Napkin Set - Sage", 2400), ("BW-CAN-TALL",
-            "Beeswax Candle, Tall", 3600), ("CM-DAWN-12", 'Ceramic Mug "Dawn", 12oz', 4500),
-            ("TT-STRIPE", "Tea Towel, Stripe", 1000), ("WT-OAT", "Wool Throw, Oat", 9000)]
+PRODUCTS = [
+    ("LN-NAP-SAGE", "Linen Napkin Set - Sage", 2400),
+    ("BW-CAN-TALL", "Beeswax Candle, Tall", 3600),
+    ("CM-DAWN-12", 'Ceramic Mug "Dawn", 12oz', 4500),
+    ("TT-STRIPE", "Tea Towel, Stripe", 1000),
+    ("WT-OAT", "Wool Throw, Oat", 9000),
+]
 
 
 def generate(path: Path, rows: int, seed: int = 7) -> int:
@@ -48,13 +52,15 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
         while written < rows:
             n_items = min(rng.choice((1, 1, 2, 3)), rows - written)
             number = f"#{100000 + orders}"
-            created = f"2024-{1 + orders % 12:02d}-{1 + orders % 28:02d} {orders % 24:02d}:" \
-                      f"{orders % 60:02d}:{(orders * 7) % 60:02d} -0500"
+            created = (
+                f"2024-{1 + orders % 12:02d}-{1 + orders % 28:02d} {orders % 24:02d}:"
+                f"{orders % 60:02d}:{(orders * 7) % 60:02d} -0500"
+            )
             items = [rng.choice(PRODUCTS) for _ in range(n_items)]
             qtys = [rng.randint(1, 3) for _ in items]
-            subtotal = sum(p[2] * q for p, q in zip(items, qtys))
+            subtotal = sum(p[2] * q for p, q in zip(items, qtys, strict=True))
             fin = rng.choices(("paid", "refunded", "voided", "pending"), (85, 5, 5, 5))[0]
-            for i, (p, q) in enumerate(zip(items, qtys)):
+            for i, (p, q) in enumerate(zip(items, qtys, strict=True)):
                 r = [""] * len(COLUMNS)
                 r[idx["Name"]] = number
                 r[idx["Email"]] = f"customer{orders % 20000}@example.com"
@@ -80,8 +86,9 @@ def generate(path: Path, rows: int, seed: int = 7) -> int:
                     r[idx["Discount Amount"]] = "0.00"
                     r[idx["Billing Name"]] = "Ana Ribeiro"
                     r[idx["Cancelled at"]] = created if fin == "voided" else ""
-                    r[idx["Refunded Amount"]] = f"{(subtotal + 650) / 100:.2f}" if fin == \
-                        "refunded" else "0.00"
+                    r[idx["Refunded Amount"]] = (
+                        f"{(subtotal + 650) / 100:.2f}" if fin == "refunded" else "0.00"
+                    )
                     r[idx["Id"]] = str(5_550_000_000 + orders)
                     r[idx["Phone"]] = f"+1 503 555 {orders % 10000:04d}"
                 w.writerow(r)
@@ -138,17 +145,34 @@ def main() -> None:
         src = tmp / "orders_export.csv"
         t0 = time.perf_counter()
         n_orders = generate(src, args.rows)
-        print(f"generated {args.rows:,} rows / {n_orders:,} orders "
-              f"({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {args.rows:,} rows / {n_orders:,} orders "
+            f"({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s"
+        )
         bindir = Path(sys.executable).parent
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         env = {k: v for k, v in env.items() if not k.startswith("CSOPS_")}
         ws = tmp / "shop"
-        subprocess.run([sys.executable, "-m", "csops", "init", str(ws)], check=True,
-                       capture_output=True, env=env)
+        subprocess.run(
+            [sys.executable, "-m", "csops", "init", str(ws)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
         cfg = str(ws / "config" / "csops.toml")
-        csops = [sys.executable, "-m", "csops", "--config", cfg, "-q", "import", "orders",
-                 "--from", "shopify-csv", str(src)]
+        csops = [
+            sys.executable,
+            "-m",
+            "csops",
+            "--config",
+            cfg,
+            "-q",
+            "import",
+            "orders",
+            "--from",
+            "shopify-csv",
+            str(src),
+        ]
         t_csops, mem_csops = timed(csops, env)
         t_again, mem_again = timed(csops, env)
         t_raw, mem_raw = timed([sys.executable, "-c", RAW_SCRIPT, str(src), str(tmp / "raw.db")])
@@ -170,8 +194,7 @@ def main() -> None:
         if t_su:
             print(f"ratio csops / sqlite-utils:     {t_su / t_csops:.2f}x  (target >= 2x)")
         print(f"re-run speed-up (unchanged):    {t_csops / t_again:.2f}x  (target >= 2x)")
-        print(f"csops peak memory:              {max(mem_csops, mem_again)} MB "
-              "(target < 150 MB)")
+        print(f"csops peak memory:              {max(mem_csops, mem_again)} MB (target < 150 MB)")
     finally:
         if args.keep:
             print(f"kept {tmp}")

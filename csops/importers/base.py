@@ -22,7 +22,6 @@ from typing import IO, Any
 from csops.csvio import open_text
 from csops.errors import InputError, UsageError
 from csops.model import Order, currency_exponent, to_minor, valid_currency
-from csops.timeutil import iso
 
 Row = dict[str, str]
 
@@ -190,9 +189,7 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
     if not 1990 <= dt.year <= 2100:
         raise FieldError(fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100")
     u = dt.astimezone(timezone.utc)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
-    )
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 _AMOUNT = re.compile(r"^[-+]?[¥$€£￥]?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(元)?$")
@@ -223,7 +220,8 @@ def parse_money(
         if len(frac) > exp:
             if frac[exp:].strip("0"):
                 raise FieldError(
-                    fld, f"{text!r} has more decimals than {currency} allows ({exp})",
+                    fld,
+                    f"{text!r} has more decimals than {currency} allows ({exp})",
                     f"at most {exp} decimals for {currency}",
                 )
             frac = frac[:exp]

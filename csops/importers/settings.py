@@ -173,7 +173,10 @@ def doctor_checks(config):  # -> list[csops.doctor.Check]
             )
         )
     if settings.woocommerce.url:
-        for env in (settings.woocommerce.consumer_key_env, settings.woocommerce.consumer_secret_env):
+        for env in (
+            settings.woocommerce.consumer_key_env,
+            settings.woocommerce.consumer_secret_env,
+        ):
             checks.append(
                 Check(
                     "import",
