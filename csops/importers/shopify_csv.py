@@ -138,7 +138,9 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
         status=map_status(financial, fulfillment, cancelled is not None),
         currency=currency,
         created_at=created,
-        customer=Customer(email=normalize_email(first.get("Email")), phone=phone or None, name=name),
+        customer=Customer(
+            email=normalize_email(first.get("Email")), phone=phone or None, name=name
+        ),
         subtotal_minor=parse_money(first.get("Subtotal", ""), currency, "Subtotal"),
         shipping_minor=parse_money(first.get("Shipping", ""), currency, "Shipping"),
         tax_minor=parse_money(first.get("Taxes", ""), currency, "Taxes"),
