@@ -261,6 +261,16 @@ CREATE INDEX idx_rejects_run ON rejects(run_id);
 """
 
 
+# `kpi daily` finds late data by these columns (orders.updated_at, return_lines.decided_at and
+# surveys.responded_at are indexed by step 1).
+KPI_CHANGE_INDEXES = """
+CREATE INDEX IF NOT EXISTS idx_orders_imported ON orders(imported_at);
+CREATE INDEX IF NOT EXISTS idx_surveys_updated ON surveys(updated_at);
+CREATE INDEX IF NOT EXISTS idx_outbox_updated ON outbox(updated_at);
+CREATE INDEX IF NOT EXISTS idx_conversations_imported ON conversations(imported_at);
+"""
+
+
 def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def apply(conn: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -275,6 +285,9 @@ def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
 # 20-29 messaging, 30-39 surveys, 40-49 returns, 50-59 kpi, 60-69 scheduler/retention.
 STEPS: list[Step] = [
     Step(1, "initial schema (DESIGN.md §3)", SCHEMA_1),
+    # import: a hash of an order's raw export cells, so an unchanged file skips parsing
+    Step(10, "orders.raw_hash", "ALTER TABLE orders ADD COLUMN raw_hash TEXT"),
+    Step(50, "kpi: indexes to find rows changed since the last KPI run", KPI_CHANGE_INDEXES),
     Step(
         60,
         "scheduler heartbeat (one row per `schedule run` process)",

@@ -58,7 +58,8 @@ def job_lock(config: Config, job: str, wait: float | None = None) -> Iterator[No
     lock_dir = config.lock_dir
     try:
         lock_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        probe = lock_dir / ".write-test"
+        # One probe name per process: a shared name races (A unlinks B's file → exit 2).
+        probe = lock_dir / f".write-test.{os.getpid()}"
         probe.touch()
         probe.unlink()
     except OSError as exc:

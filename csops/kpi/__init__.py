@@ -1,0 +1,1 @@
+"""Daily KPIs: definitions, storage, report and alerts."""
