@@ -261,6 +261,22 @@ CREATE INDEX idx_rejects_run ON rejects(run_id);
 """
 
 
+# Returns (issue 6): a batch is complete only when its last line is decided (kill -9 resumes it);
+# each line keeps the pieces of its refund so exports and reports need no recomputation.
+RETURNS_40 = """
+ALTER TABLE return_batches ADD COLUMN completed_at TEXT;
+ALTER TABLE return_batches ADD COLUMN rejected_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_batches ADD COLUMN skipped_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN item_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN discount_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN tax_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN days_since_delivery INTEGER;
+ALTER TABLE return_lines ADD COLUMN return_shipping TEXT;
+ALTER TABLE return_lines ADD COLUMN outbox_id INTEGER REFERENCES outbox(id);
+CREATE INDEX idx_return_lines_batch ON return_lines(batch_id, line_no)
+"""
+
+
 def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def apply(conn: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -275,6 +291,7 @@ def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
 # 20-29 messaging, 30-39 surveys, 40-49 returns, 50-59 kpi, 60-69 scheduler/retention.
 STEPS: list[Step] = [
     Step(1, "initial schema (DESIGN.md §3)", SCHEMA_1),
+    Step(40, "returns: batch completion, refund breakdown", RETURNS_40),
 ]
 
 
