@@ -128,7 +128,7 @@ def _spool_input(req: BatchRequest) -> tuple[IO[bytes], str, str]:
     """The batch as a seekable binary file, its display name and its SHA-256."""
     if req.path == "-":
         source = req.stdin or sys.stdin.buffer
-        spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20)
+        spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned open
         shutil.copyfileobj(source, spooled)
         spooled.seek(0)
         fh: IO[bytes] = spooled  # type: ignore[assignment]
@@ -830,18 +830,14 @@ def _decide_one(
         return None
     order = load_order(conn, order_row) if order_row is not None else None
     requested_at = request.requested_at or now
-    history = (
-        load_history(conn, order, requested_at, policy, state.pending) if order else History()
-    )
+    history = load_history(conn, order, requested_at, policy, state.pending) if order else History()
     decision = decide_line(request, order, history, policy, tz=tz, now=now)
     record = _line_record(request, decision, order, state.batch_id, timeutil.iso(now))
     if record["requested_at"] is None:
         record["requested_at"] = timeutil.iso(requested_at)
     result.count(decision.decision)
     if ctx.dry_run:
-        state.pending.append(
-            {**record, "customer_key": order.customer_key if order else None}
-        )
+        state.pending.append({**record, "customer_key": order.customer_key if order else None})
         return row_from_db(record)
     line_id = _insert_line(conn, record)
     outbox_id = _notice(conn, ctx.config, policy, record, order_row, now)
@@ -860,4 +856,3 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
             chunk = []
     if chunk:
         yield chunk
-

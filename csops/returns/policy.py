@@ -167,9 +167,14 @@ def decide_line(
         )
     if order.status == "refunded":
         return _reject("order_refunded", f"order {number} was already refunded in full", request)
-    if order.shipped_at is None and order.delivered_at is None and order.status in (
-        "pending",
-        "paid",
+    if (
+        order.shipped_at is None
+        and order.delivered_at is None
+        and order.status
+        in (
+            "pending",
+            "paid",
+        )
     ):
         return _reject(
             "not_shipped",

@@ -120,7 +120,9 @@ class ReturnPolicy:
                     raise ValueError(f"{table_name}.{currency} is negative", "an amount ≥ 0")
         for decision in self.notify:
             if decision not in ("approved", "rejected", "review"):
-                raise ValueError(f"notify: unknown decision {decision!r}", "approved/rejected/review")
+                raise ValueError(
+                    f"notify: unknown decision {decision!r}", "approved, rejected or review"
+                )
         for code in self.review_reasons:
             if code not in self.reasons:
                 raise ValueError(
@@ -136,16 +138,15 @@ class ReturnPolicy:
         return None if amount is None else to_minor(amount, currency)
 
 
-def doctor_checks(config) -> list:  # noqa: ANN001 - Config, imported lazily by doctor
+def doctor_checks(config) -> list:
     """Templates for every notice the policy sends, in every locale we render."""
     from csops.doctor import Check
 
     policy: ReturnPolicy = config.section("returns")
     root = config.resolve(config.paths.templates)
     checks = []
-    names = {"approved": "return_approved", "rejected": "return_rejected", "review": "return_review"}
     for decision in policy.notify:
-        name = names[decision]
+        name = f"return_{decision}"
         found = sorted(p.name for p in root.rglob(f"{name}*")) if root.exists() else []
         checks.append(
             Check(
