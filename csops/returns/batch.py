@@ -398,6 +398,72 @@ def _insert_line(conn: sqlite3.Connection, record: dict[str, Any]) -> int:
 # --- notices ------------------------------------------------------------------------------
 
 
+def notice_context(
+    conn: sqlite3.Connection,
+    config: Any,
+    policy: ReturnPolicy,
+    record: dict[str, Any],
+    order_row: sqlite3.Row,
+    customer: sqlite3.Row | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The standard template variables (docs/messaging.md) plus ``return_line``."""
+    items = [
+        dict(i)
+        for i in conn.execute(
+            "SELECT line_no, sku, name, quantity, unit_price_minor, total_minor FROM order_items "
+            "WHERE order_id = ? ORDER BY line_no",
+            (order_row["id"],),
+        )
+    ]
+    item_name = next((i["name"] for i in items if i["sku"] == record["sku"] and i["name"]), None)
+    currency = record["currency"] or order_row["currency"]
+    name = (customer["name"] if customer else None) or ""
+    shop = config.shop
+    return {
+        "shop": {
+            "name": shop.name,
+            "email": shop.email,
+            "base_url": shop.base_url,
+            "currency": shop.currency,
+        },
+        "customer": {
+            "id": order_row["customer_id"],
+            "name": name,
+            "first_name": name.split(" ")[0] if name else "",
+            "email": (customer["email"] if customer else None) or order_row["email"],
+            "locale": customer["locale"] if customer else None,
+        },
+        "order": {**dict(order_row), "return_decided_at": record["decided_at"]},
+        "items": items,
+        "return_line": {
+            "id": record["return_ref"],
+            "sku": record["sku"],
+            "item_name": item_name or record["sku"] or "",
+            "quantity": record["quantity"],
+            "decision": record["decision"],
+            "code": record["decision_code"],
+            "note": record["decision_note"],
+            "resolution": record["resolution"],
+            "refund": format_money(record["refund_minor"], currency),
+            "refund_minor": record["refund_minor"],
+            "fee": format_money(record["fee_minor"], currency),
+            "fee_minor": record["fee_minor"],
+            "shipping_refund": format_money(record["shipping_refund_minor"], currency),
+            "shipping_refund_minor": record["shipping_refund_minor"],
+            "currency": currency,
+            "return_shipping": record["return_shipping"] or "",
+            "days_since_delivery": record["days_since_delivery"],
+            "window_days": policy.window_days,
+            "reason_code": record["reason_code"],
+        },
+        "rule": {"name": NOTICE_TEMPLATES[record["decision"]], "trigger": "return_decided"},
+        "vars": {},
+        "unsubscribe_url": "",  # transactional: no unsubscribe link
+        "now": timeutil.iso(now),
+    }
+
+
 def _notice(
     conn: sqlite3.Connection,
     config: Any,
@@ -421,51 +487,29 @@ def _notice(
     if not recipient:
         return None
     locale = pick_locale(customer["locale"] if customer else None, config)
-    item = conn.execute(
-        "SELECT name FROM order_items WHERE order_id = ? AND sku = ? ORDER BY line_no LIMIT 1",
-        (order_row["id"], record["sku"]),
-    ).fetchone()
-    currency = record["currency"] or order_row["currency"]
-    context = {
-        "shop": {"name": config.shop.name, "email": config.shop.email},
-        "customer_name": (customer["name"] if customer else None) or "",
-        "order_number": order_row["number"],
-        "return_id": record["return_ref"],
-        "sku": record["sku"],
-        "item_name": (item["name"] if item else None) or record["sku"],
-        "quantity": record["quantity"],
-        "decision": record["decision"],
-        "code": record["decision_code"],
-        "note": record["decision_note"],
-        "resolution": record["resolution"],
-        "refund": format_money(record["refund_minor"], currency),
-        "refund_minor": record["refund_minor"],
-        "fee": format_money(record["fee_minor"], currency),
-        "fee_minor": record["fee_minor"],
-        "shipping_refund": format_money(record["shipping_refund_minor"], currency),
-        "currency": currency,
-        "return_shipping": record["return_shipping"] or "",
-        "days_since_delivery": record["days_since_delivery"],
-        "window_days": policy.window_days,
-        "reason_code": record["reason_code"],
-    }
-    rendered = render_message(config, NOTICE_TEMPLATES[record["decision"]], locale, context)
+    context = notice_context(conn, config, policy, record, order_row, customer, now)
+    template = NOTICE_TEMPLATES[record["decision"]]
+    rendered = render_message(config, template, locale, context)
     msg = NewMessage(
         dedupe_key=f"return_notice:{record['return_ref']}",
         kind="return_notice",
-        channel=policy.notice_channel,
+        channel=notice_channel(config, policy),
         recipient=recipient,
         subject=rendered.subject,
         body_text=rendered.text,
         body_html=rendered.html,
-        rule=NOTICE_TEMPLATES[record["decision"]],
+        rule=template,
         order_id=order_row["id"],
         customer_id=order_row["customer_id"],
-        locale=locale,
+        locale=rendered.locale,
         is_marketing=False,
-        expires_at=now + timedelta(days=policy.notice_expires_days),
+        expires_at=timeutil.iso(now + timedelta(days=policy.notice_expires_days)),
     )
     return enqueue(conn, msg, now=now)
+
+
+def notice_channel(config: Any, policy: ReturnPolicy) -> str:
+    return policy.notice_channel or config.section("messaging").default_channel
 
 
 # --- files --------------------------------------------------------------------------------
@@ -581,21 +625,31 @@ def _load_format(name: str) -> ReturnFormat:
 
 
 def _check_templates(ctx: Any, policy: ReturnPolicy) -> None:
-    """Fail before deciding anything if a notice template cannot be rendered."""
+    """Fail before deciding anything if a notice template or its channel is unusable."""
     if not policy.notify:
         return
-    from csops.messaging.render import pick_locale, render_message  # noqa: F401
+    from csops.messaging.render import render_message, sample_context, template_locales
 
-    root = ctx.config.resolve(ctx.config.paths.templates)
+    config = ctx.config
+    channel = notice_channel(config, policy)
+    if channel not in config.section("channels"):
+        raise ConfigError(
+            f"[returns] notice_channel {channel!r} is not a configured channel",
+            file=str(config.path),
+            field="returns.notice_channel",
+            expected="a [channels.NAME] of the config",
+        )
     for decision in policy.notify:
         name = NOTICE_TEMPLATES[decision]
-        if not any(root.rglob(f"{name}*")):
+        locales = template_locales(config, name)
+        if not locales:
             raise ConfigError(
-                f"no template {name} for return notices",
-                file=str(root),
-                expected=f"templates/<locale>/{name}.* (see docs/messaging.md), "
-                "or remove the decision from [returns] notify",
+                f"no message template {name} for return notices",
+                expected=f"templates/messages/{name}/<locale>.txt (docs/messaging.md), "
+                "or leave the decision out of [returns] notify",
             )
+        for locale in locales:
+            render_message(config, name, locale, sample_context(config, name))
 
 
 def process_batch(ctx: Any, req: BatchRequest) -> Result:

@@ -93,9 +93,10 @@ class ReturnPolicy:
     # Reason codes and item conditions that always go to a person.
     review_reasons: list[str] = field(default_factory=lambda: ("damaged", "defective"))  # type: ignore[arg-type]
     review_conditions: list[str] = field(default_factory=tuple)  # type: ignore[arg-type]
-    # Customer notices: on/off per decision, the outbox channel and how long a notice may wait.
+    # Customer notices: which decisions notify, the [channels.NAME] ("" = [messaging]
+    # default_channel) and how long a queued notice may wait before it is dropped as expired.
     notify: list[str] = field(default_factory=lambda: ("approved", "rejected", "review"))  # type: ignore[arg-type]
-    notice_channel: str = "email"
+    notice_channel: str = ""
     notice_expires_days: int = 14
 
     def __post_init__(self) -> None:
@@ -139,30 +140,42 @@ class ReturnPolicy:
 
 
 def doctor_checks(config) -> list:
-    """Templates for every notice the policy sends, in every locale we render."""
+    """Every notice the policy sends has a template; the notice channel exists."""
     from csops.doctor import Check
 
     policy: ReturnPolicy = config.section("returns")
-    root = config.resolve(config.paths.templates)
-    checks = []
-    for decision in policy.notify:
-        name = f"return_{decision}"
-        found = sorted(p.name for p in root.rglob(f"{name}*")) if root.exists() else []
-        checks.append(
-            Check(
-                "returns",
-                f"template {name}",
-                bool(found),
-                ", ".join(found) or f"no {name} template under {root}",
-                level="warning",
-            )
-        )
-    checks.append(
+    checks = [
         Check(
             "returns",
             "policy",
             True,
             f"window {policy.window_days} days, {len(policy.reasons)} reason codes",
+        )
+    ]
+    if not policy.notify:
+        return checks
+    try:
+        from csops.messaging.render import template_locales
+    except ImportError:  # pragma: no cover - messaging not installed
+        return checks
+    for decision in policy.notify:
+        name = f"return_{decision}"
+        locales = template_locales(config, name)
+        checks.append(
+            Check(
+                "returns",
+                f"template {name}",
+                bool(locales),
+                ", ".join(locales) or f"missing templates/messages/{name}/",
+            )
+        )
+    channel = policy.notice_channel or config.section("messaging").default_channel
+    checks.append(
+        Check(
+            "returns",
+            "notice channel",
+            channel in config.section("channels"),
+            f"[channels.{channel}]",
         )
     )
     return checks
