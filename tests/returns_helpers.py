@@ -102,3 +102,60 @@ def write_batch(path: Path, lines: list[str], header: str = GENERIC_HEADER) -> P
 
 def parse_csv(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
+
+
+REASONS = ["changed_mind", "wrong_size", "damaged", "defective", "not_as_described", "other"]
+
+
+def seed_orders(conn: sqlite3.Connection, count: int, seed: int = 1) -> list[tuple[str, dict]]:
+    """``count`` delivered orders over ~200 customers, with discounts, shipping and several SKUs;
+    returns [(number, {sku: quantity})]."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    conn.execute("BEGIN IMMEDIATE")
+    customers = [add_customer(conn, f"c{i}@example.org") for i in range(max(1, count // 3))]
+    for n in range(count):
+        items = []
+        for k in range(rng.randint(1, 3)):
+            items.append((f"SKU-{n}-{k}", rng.randint(1, 4), rng.randint(199, 25_000)))
+        subtotal = sum(q * p for _, q, p in items)
+        day = rng.randint(1, 28)
+        add_order(
+            conn,
+            f"#{5000 + n}",
+            items,
+            discount=rng.randint(0, subtotal // 5),
+            shipping=rng.choice([0, 500, 999]),
+            customer_id=rng.choice(customers),
+            email=f"o{n}@example.org",
+            delivered_at=f"2024-04-{day:02d}T12:00:00Z",
+            shipped_at=f"2024-04-{day:02d}T00:00:00Z",
+        )
+        out.append((f"#{5000 + n}", {sku: q for sku, q, _ in items}))
+    conn.execute("COMMIT")
+    return out
+
+
+def batch_lines(orders: list[tuple[str, dict]], count: int, seed: int = 2) -> list[str]:
+    """``count`` generic CSV lines against ``orders``: mostly valid, some over quantity, some late,
+    some unknown orders, so every kind of decision appears."""
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for i in range(count):
+        number, skus = rng.choice(orders)
+        sku = rng.choice(sorted(skus))
+        qty = rng.randint(1, 2)
+        if i % 50 == 7:
+            number = f"#NOPE{i}"
+        day = rng.randint(20, 31)
+        month = "04" if day <= 30 else "05"
+        day = day if day <= 30 else rng.randint(1, 30)
+        reason = rng.choice(REASONS)
+        lines.append(
+            f"R{i:06d},{number},{sku},{qty},{reason},,2024-{month}-{day:02d}T08:00:00Z,refund,"
+        )
+    return lines

@@ -264,6 +264,7 @@ def read_taobao(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRes
                 resolution="refund",
                 condition=goods,
                 line_no=line_no,
+                item_title=_text(row, "宝贝标题"),
             )
         except _LineError as exc:
             yield Reject(

@@ -59,6 +59,7 @@ class ReturnRequest:
     resolution: str = "refund"
     condition: str = ""
     line_no: int | None = None
+    item_title: str = ""  # helps find the item when the SKU is blank
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,25 @@ def local_days_between(start: datetime, end: datetime, tz: ZoneInfo) -> int:
     return (end.astimezone(tz).date() - start.astimezone(tz).date()).days
 
 
+def _resolve_sku(request: ReturnRequest, order: OrderFacts) -> tuple[str | None, str | None]:
+    """The SKU the line is about, or why none: a blank SKU is taken from the item title, or
+    from the order when it holds one kind of item (Taobao refunds often carry no SKU)."""
+    number = order.number
+    if request.sku:
+        if any(i.sku == request.sku for i in order.items):
+            return request.sku, None
+        return None, f"SKU {request.sku} is not on order {number}"
+    candidates = {i.sku for i in order.items}
+    title = (request.item_title or "").strip()
+    if title and len(candidates) > 1:
+        named = {i.sku for i in order.items if i.name and (i.name == title or title in i.name)}
+        if len(named) == 1:
+            return next(iter(named)), None
+    if len(candidates) == 1:
+        return next(iter(candidates)), None
+    return None, f"no SKU given and order {number} has {len(candidates)} different items"
+
+
 def _money(minor: int, currency: str) -> str:
     return format_money(minor, currency)
 
@@ -167,35 +187,17 @@ def decide_line(
         )
     if order.status == "refunded":
         return _reject("order_refunded", f"order {number} was already refunded in full", request)
-    if (
-        order.shipped_at is None
-        and order.delivered_at is None
-        and order.status
-        in (
-            "pending",
-            "paid",
-        )
-    ):
+    unshipped = order.shipped_at is None and order.delivered_at is None
+    if unshipped and order.status in ("pending", "paid"):
         return _reject(
             "not_shipped",
             f"order {number} has not shipped yet (status {order.status}); cancel it instead",
             request,
         )
 
-    skus = [i.sku for i in order.items if i.sku]
-    sku = request.sku
-    if not sku:
-        distinct = sorted(set(skus))
-        if len(distinct) != 1:
-            return _reject(
-                "sku_not_on_order",
-                f"no SKU given and order {number} has {len(distinct)} different SKUs",
-                request,
-            )
-        sku = distinct[0]
-    if sku not in skus:
-        return _reject("sku_not_on_order", f"SKU {sku} is not on order {number}", request)
-
+    sku, problem = _resolve_sku(request, order)
+    if problem:
+        return _reject("sku_not_on_order", problem, request)
     bought = sum(i.quantity for i in order.items if i.sku == sku)
     already = int(history.returned_by_sku.get(sku, 0))
     left = max(0, bought - already)
@@ -205,14 +207,14 @@ def decide_line(
         return Decision(
             REJECTED,
             "quantity_exceeded",
-            f"asked to return {asked} × {sku}; {bought} bought and {already} already returned, "
-            f"so at most {left} can be",
+            f"asked to return {asked} × {sku or 'the item'}; {bought} bought and {already} "
+            f"already returned, so at most {left} can be",
             quantity=quantity,
             sku=sku,
         )
 
     for pattern in policy.non_returnable_skus:
-        if fnmatchcase(sku, pattern):
+        if sku and fnmatchcase(sku, pattern):
             return Decision(
                 REJECTED,
                 "non_returnable",
@@ -275,7 +277,7 @@ def decide_line(
     )
     shipping = 0
     if not history.shipping_refunded and order.shipping_minor > 0:
-        total_bought = sum(i.quantity for i in order.items if i.sku)
+        total_bought = sum(i.quantity for i in order.items)
         total_back = sum(history.returned_by_sku.values()) + quantity
         wanted = {
             "never": False,
@@ -298,13 +300,12 @@ def decide_line(
         if request.resolution == "exchange"
         else f"{request.resolution.replace('_', ' ')} {_money(refund, currency)}"
     )
-    when = (
-        f"requested {days} days after {basis_note}, within the {policy.window_days}-day window"
-        if days is not None and days >= 0
-        else f"requested before {basis_note}"
-        if days is not None
-        else "delivery date unknown"
-    )
+    if days is not None and days >= 0:
+        when = (
+            f"requested {days} days after {basis_note}, within the {policy.window_days}-day window"
+        )
+    else:
+        when = f"requested before {basis_note}"
     common = dict(
         quantity=quantity,
         sku=sku,
