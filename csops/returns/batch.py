@@ -518,6 +518,8 @@ def notice_channel(config: Any, policy: ReturnPolicy) -> str:
 def write_atomic(path: Path, write: Any, *, encoding: str = "utf-8") -> Path:
     """Write through ``write(stream)`` to a temporary name, fsync, then rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run killed mid-write
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding=encoding, newline="") as fh:
