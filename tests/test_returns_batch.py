@@ -1,4 +1,4 @@
-"""`csops returns process` end to end: a real workspace, a real SQLite file, csops as a subprocess."""
+"""`csops returns process` end to end: a real workspace and SQLite file, csops as a subprocess."""
 
 from __future__ import annotations
 
@@ -241,7 +241,8 @@ def test_notices_are_queued_once_per_decision_in_the_customers_language(shop, tm
     assert shop.run("returns", "process", str(batch)).code == 0
     rows = shop.query(
         "SELECT o.dedupe_key, o.kind, o.rule, o.recipient, o.locale, o.subject, o.is_marketing, "
-        "o.state, r.return_ref FROM outbox o JOIN return_lines r ON r.outbox_id = o.id ORDER BY o.id"
+        "o.state, r.return_ref FROM outbox o JOIN return_lines r ON r.outbox_id = o.id "
+        "ORDER BY o.id"
     )
     assert [(r["return_ref"], r["rule"], r["locale"]) for r in rows] == [
         ("R1", "return_approved", "en"),
