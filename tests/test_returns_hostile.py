@@ -44,9 +44,7 @@ def assert_formula_safe(text_or_path) -> int:
     return checked
 
 
-def test_formula_looking_values_are_neutralised_in_every_csv_and_raw_elsewhere(
-    workspace, tmp_path
-):
+def test_formula_looking_values_are_neutralised_in_every_csv_and_raw_elsewhere(workspace, tmp_path):
     workspace.env["CSOPS_NOW"] = "2024-05-01T10:00:00Z"
     conn = open_db(workspace.db_path)
     conn.execute("BEGIN IMMEDIATE")
