@@ -27,6 +27,11 @@ def returns() -> None:
     type=click.Path(dir_okay=False),
     help="Write the decisions to this file (CSV, or JSON with --json) instead of stdout.",
 )
+@click.option(
+    "--send",
+    is_flag=True,
+    help="Also hand the queued notices over now (else the next `followups send` does).",
+)
 @output_options
 @dry_run_option
 @wait_option
@@ -34,6 +39,7 @@ def returns_process(
     path: str,
     format_name: str,
     out: str | None,
+    send: bool,
     fmt: str | None,
     dry_run: bool,
     wait: float | None,
@@ -47,7 +53,7 @@ def returns_process(
 
     \b
     Examples:
-      csops returns process returns.csv --out decisions.csv
+      csops returns process returns.csv --out decisions.csv --send
       csops returns process ExportRefundList.csv --from taobao-refunds --dry-run
     """
     from csops.returns.batch import BatchRequest, process_batch
@@ -59,6 +65,7 @@ def returns_process(
         out=out,
         out_format="json" if fmt == "json" else "csv",
         stdin=click.get_binary_stream("stdin") if path == "-" else None,
+        send=send,
     )
     show_rows = out is None or dry_run
     run_job(

@@ -113,6 +113,7 @@ class BatchRequest:
     out: str | None = None
     out_format: str = "csv"  # csv or json, for --out
     stdin: IO[bytes] | None = None
+    send: bool = False  # hand the queued return notices over right away
 
 
 @dataclass
@@ -659,7 +660,25 @@ def _check_templates(ctx: Any, policy: ReturnPolicy) -> None:
 
 
 def process_batch(ctx: Any, req: BatchRequest) -> Result:
-    """Decide one batch file (see the module docstring); returns the decisions as rows."""
+    """Decide one batch file (see the module docstring); returns the decisions as rows.
+
+    With ``req.send``, the queued return notices are then handed over through the outbox
+    (the same protocol as ``followups send``); a failed or unknown hand-over makes it partial.
+    """
+    result = _process(ctx, req)
+    if req.send and not ctx.dry_run:
+        from csops.messaging.outbox import deliver
+
+        report = deliver(ctx, kinds={"return_notice"})
+        for key, value in report.counts.items():
+            result.count(f"notices_{key}", value)
+        result.messages.extend(report.messages)
+        if report.partial:
+            result.status = "partial"
+    return result
+
+
+def _process(ctx: Any, req: BatchRequest) -> Result:
     config = ctx.config
     policy: ReturnPolicy = config.section("returns")
     tz = ZoneInfo(config.shop.timezone)

@@ -137,6 +137,7 @@ GENERIC_COLUMNS = (
     "requested_at",
     "resolution",
     "condition",
+    "item_name",
 )
 GENERIC_REQUIRED = ("return_id", "order_number", "sku", "quantity")
 _RESOLUTION_ALIASES = {"store credit": "store_credit", "store-credit": "store_credit", "": "refund"}
@@ -152,7 +153,7 @@ def read_generic(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRe
         try:
             ref = _text(row, "return_id", required=True)
             order_ref = _text(row, "order_number", required=True)
-            sku = _text(row, "sku", required=True)
+            sku = _text(row, "sku") or None  # blank: found by item_name or a one-item order
             quantity = _quantity(_text(row, "quantity", required=True), "quantity")
             reason = _text(row, "reason_code").lower().replace("-", "_").replace(" ", "_")
             if reason and not _CODE.match(reason):
@@ -175,6 +176,7 @@ def read_generic(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRe
                 resolution=resolution,
                 condition=_text(row, "condition").lower(),
                 line_no=line_no,
+                item_title=_text(row, "item_name"),
             )
         except _LineError as exc:
             yield Reject(

@@ -146,6 +146,10 @@ def _resolve_sku(request: ReturnRequest, order: OrderFacts) -> tuple[str | None,
     return None, f"no SKU given and order {number} has {len(candidates)} different items"
 
 
+def _days(n: int) -> str:
+    return f"{n} day" if abs(n) == 1 else f"{n} days"
+
+
 def _money(minor: int, currency: str) -> str:
     return format_money(minor, currency)
 
@@ -246,7 +250,8 @@ def decide_line(
         return Decision(
             REJECTED,
             "window_expired",
-            f"requested {days} days after {basis_note}; the window is {policy.window_days} days",
+            f"requested {_days(days)} after {basis_note}; "
+            f"the window is {_days(policy.window_days)}",
             quantity=quantity,
             sku=sku,
             days_since_delivery=days,
@@ -301,9 +306,8 @@ def decide_line(
         else f"{request.resolution.replace('_', ' ')} {_money(refund, currency)}"
     )
     if days is not None and days >= 0:
-        when = (
-            f"requested {days} days after {basis_note}, within the {policy.window_days}-day window"
-        )
+        window = f"within the {policy.window_days}-day window"
+        when = f"requested {_days(days)} after {basis_note}, {window}"
     else:
         when = f"requested before {basis_note}"
     common = dict(
@@ -345,8 +349,8 @@ def decide_line(
     if cap and history.customer_returns >= cap:
         return review(
             "frequent_returner",
-            f"the customer already has {history.customer_returns} returns in the last "
-            f"{policy.frequent_window_days} days; the auto-approval limit is {cap}",
+            f"the customer already has {history.customer_returns} other returns in the last "
+            f"{_days(policy.frequent_window_days)} (auto-approval stops at {cap})",
         )
     paid = order.total_minor
     before = max(order.refunded_minor, history.refunded_minor)

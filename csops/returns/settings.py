@@ -85,7 +85,7 @@ class ReturnPolicy:
     return_label_fee: dict[str, str] = field(default_factory=dict)
     # Refunds above this amount (per currency) go to review; a currency not listed has no limit.
     auto_approve_max_refund: dict[str, str] = field(
-        default_factory=lambda: {"CNY": "2000", "USD": "300", "EUR": "300"}
+        default_factory=lambda: {"CNY": "500", "USD": "100", "EUR": "100"}
     )
     # More returns than this by one customer within `frequent_window_days` go to review.
     auto_approve_max_returns: int = 3
