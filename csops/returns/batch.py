@@ -635,7 +635,12 @@ def _check_templates(ctx: Any, policy: ReturnPolicy) -> None:
     """Fail before deciding anything if a notice template or its channel is unusable."""
     if not policy.notify:
         return
-    from csops.messaging.render import render_message, sample_context, template_locales
+    from csops.messaging.render import (
+        TemplateError,
+        render_message,
+        sample_context,
+        template_locales,
+    )
 
     config = ctx.config
     channel = notice_channel(config, policy)
@@ -656,7 +661,13 @@ def _check_templates(ctx: Any, policy: ReturnPolicy) -> None:
                 "or leave the decision out of [returns] notify",
             )
         for locale in locales:
-            render_message(config, name, locale, sample_context(config, name))
+            try:
+                render_message(config, name, locale, sample_context(config, name))
+            except TemplateError as exc:
+                raise ConfigError(
+                    f"return notice template {name} ({locale}) does not render: {exc}",
+                    expected="a template that renders with its sample.json (csops templates check)",
+                ) from None
 
 
 def process_batch(ctx: Any, req: BatchRequest) -> Result:

@@ -226,7 +226,8 @@ def decide_line(
                 quantity=quantity,
                 sku=sku,
             )
-    final_tags = sorted(set(order.tags) & set(policy.non_returnable_tags))
+    tags = {t.strip().lower() for t in order.tags}
+    final_tags = sorted(tags & {t.strip().lower() for t in policy.non_returnable_tags})
     if final_tags:
         return Decision(
             REJECTED,
