@@ -162,3 +162,17 @@ class BaseChannel:
     def cleanup(self) -> None:
         """Remove leftovers of a dead run (temporary files) before a batch."""
         return None
+
+
+_WIRE = None
+
+
+def email_bytes(em: EmailMessage) -> bytes:
+    """CRLF bytes; headers fold at whitespace up to 998 characters (RFC 5322's hard limit)
+    so a long List-Unsubscribe URL stays one plain line instead of RFC 2047 encoded-words."""
+    global _WIRE
+    if _WIRE is None:
+        from email import policy
+
+        _WIRE = policy.SMTP.clone(max_line_length=998)
+    return em.as_bytes(policy=_WIRE)

@@ -21,6 +21,7 @@ from csops.messaging.channels.base import (
     Outcome,
     OutMessage,
     build_email,
+    email_bytes,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -66,7 +67,7 @@ class OutboxDirChannel(BaseChannel):
         final = self.path_for(msg)
         if final.exists():  # written by a run that died before committing
             return Outcome("sent", "exists", "already in the outbox folder")
-        data = email.as_bytes()
+        data = email_bytes(email)
         tmp = self.tmp / f"{final.name}.{os.getpid()}"
         try:
             with open(tmp, "wb") as fh:

@@ -22,6 +22,7 @@ from csops.messaging.channels.base import (
     Outcome,
     OutMessage,
     build_email,
+    email_bytes,
 )
 
 _HINT = re.compile(r"(\d+)\s*(seconds?|secs?|s\b|minutes?|mins?)", re.I)
@@ -119,7 +120,7 @@ class SmtpChannel(BaseChannel):
             )
         except HeaderInjection as exc:
             return Outcome("permanent", "header_injection", str(exc))
-        data = email.as_bytes()
+        data = email_bytes(email)
         data = _DOTS.sub(b"..", data)
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
