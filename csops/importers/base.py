@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
@@ -263,12 +264,71 @@ def check_header(header: list[str], fmt: CsvFormat, file: str) -> None:
         )
 
 
+class _Splitter:
+    """Cut decoded text into records (one or more physical lines), tracking line numbers.
+
+    A record continues onto the next line while a quoted field is open (an odd number of ``"``
+    so far). A quote left open past ``limit`` characters or at the end of the file makes the
+    record "unterminated": it is reported alone and reading resumes on its next line, so one
+    stray quote costs one row, not the rest of the file.
+    """
+
+    def __init__(self, text: IO[str], limit: int, quoted: bool) -> None:
+        self.text = text
+        self.limit = limit
+        self.quoted = quoted
+        self.line_no = 0
+        self.pushback: deque[tuple[int, str]] = deque()
+        self.start = 1
+        self.unterminated = False
+
+    def _read(self) -> tuple[int, str] | None:
+        if self.pushback:
+            return self.pushback.popleft()
+        s = self.text.readline()
+        if not s:
+            return None
+        self.line_no += 1
+        return self.line_no, s
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            first = self._read()
+            if first is None:
+                return
+            self.start, s = first
+            self.unterminated = False
+            if not self.quoted or s.count('"') % 2 == 0:
+                yield s
+                continue
+            taken: list[tuple[int, str]] = []
+            parts, size = [s], len(s)
+            closed = False
+            while size <= self.limit:
+                nxt = self._read()
+                if nxt is None:
+                    break
+                taken.append(nxt)
+                parts.append(nxt[1])
+                size += len(nxt[1])
+                if nxt[1].count('"') % 2 == 1:
+                    closed = True
+                    break
+            if closed and size <= self.limit:
+                yield "".join(parts)
+            else:
+                self.unterminated = True
+                self.pushback.extendleft(reversed(taken))
+                yield "\n"
+
+
 def iter_records(
-    text: IO[str], fmt: CsvFormat, env: ParseEnv, file: str, enc: str
+    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str
 ) -> tuple[list[str], Iterator[tuple[int, Row] | GroupReject]]:
     """The header and, per record, ``(first line, row by header)`` or a reject for it."""
     csv.field_size_limit(env.field_size_limit)
-    reader = csv.reader(text, delimiter=fmt.delimiter, quoting=fmt.quoting, strict=True)
+    splitter = _Splitter(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE)
+    delimiter = fmt.delimiter
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
         hint = "gb18030" if enc.lower().startswith("utf") else "utf-8"
@@ -280,50 +340,52 @@ def iter_records(
             expected=f"text in {enc}",
         )
 
+    lines = iter(splitter)
     try:
-        raw_header = next(reader)
-    except StopIteration:
-        raw_header = []
+        head = next(lines, "")
     except UnicodeDecodeError as exc:
         raise decode_failure(exc, 1) from None
+    if (
+        delimiter == ","
+        and "\t" in head
+        and head.count("\t") + 1 >= len(fmt.required)
+        and "," not in head.split("\t")[0]
+    ):
+        delimiter = "\t"  # Excel's "Unicode Text" save (UTF-16) is tab-separated
+    try:
+        raw_header = next(csv.reader([head], delimiter=delimiter, quoting=fmt.quoting), [])
     except csv.Error as exc:
         raise InputError(f"cannot read the header: {exc}", file=file, line=1) from None
-    if (
-        fmt.delimiter == ","
-        and len(raw_header) == 1
-        and "\t" in raw_header[0]
-        and len(raw_header[0].split("\t")) >= len(fmt.required)
-    ):
-        # Excel's "Unicode Text" save (UTF-16) is tab-separated: same columns, other delimiter.
-        raw_header = raw_header[0].split("\t")
-        reader = csv.reader(text, delimiter="\t", quoting=fmt.quoting, strict=True)
     header = _canonical(raw_header, fmt)
     check_header(header, fmt, file)
     width = len(header)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=fmt.quoting, strict=True)
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
-        line = reader.line_num + 1
         while True:
-            start = line
             try:
                 values = next(reader)
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
-                raise decode_failure(exc, start) from None
+                raise decode_failure(exc, splitter.line_no + 1) from None
             except csv.Error as exc:
-                line = reader.line_num + 1
                 msg = str(exc)
-                if "unexpected end of data" in msg:
-                    msg = "unterminated quoted field"
-                elif "field larger than field limit" in msg:
-                    msg = (
-                        f"field longer than the limit of {env.field_size_limit} characters "
-                        "(or an unterminated quoted field)"
-                    )
-                yield GroupReject(start, msg, expected="well-formed CSV", rows=[(start, [])])
+                if "field larger than field limit" in msg:
+                    msg = f"field longer than the limit of {env.field_size_limit} characters"
+                yield GroupReject(
+                    splitter.start, msg, expected="well-formed CSV", rows=[(splitter.start, [])]
+                )
                 continue
-            line = reader.line_num + 1
+            start = splitter.start
+            if splitter.unterminated:
+                yield GroupReject(
+                    start,
+                    "unterminated quoted field",
+                    expected=f'a closing " within {env.field_size_limit} characters',
+                    rows=[(start, [])],
+                )
+                continue
             if not values or not any(v.strip() for v in values):
                 continue
             if len(values) != width:
