@@ -44,12 +44,13 @@ def returns_process(
     dry_run: bool,
     wait: float | None,
 ) -> None:
-    """Decide every line of the return batch PATH (``-`` reads stdin).
+    """Decide every line of the return batch PATH ("-" reads stdin).
 
     Each line is approved, rejected or sent to review with a stable code and a sentence; the
-    decisions go to stdout as CSV (or --json) or to --out, a summary to stderr. Refund files per
-    platform land in [paths] exports_dir and customer notices are queued in the outbox. The same
-    file again decides nothing; bad lines are reported with their line numbers (exit 3).
+    decisions go to stdout as CSV (the default; or --json) or to --out, a summary to stderr.
+    Refund files per platform land in [paths] exports_dir and customer notices are queued in
+    the outbox. The same file again decides nothing; bad lines are reported with their line
+    numbers (exit 3).
 
     \b
     Examples:
