@@ -99,3 +99,22 @@ def test_kill_9_during_a_batch_then_rerun_equals_an_uninterrupted_run(workspace,
     assert again.code == 0
     assert "nothing new decided" in again.stderr
     assert outcome(workspace) == expected
+
+
+def test_an_overlapping_run_exits_75_and_a_waiting_one_finds_the_batch_done(workspace, tmp_path):
+    workspace.env["CSOPS_NOW"] = NOW
+    conn = open_db(workspace.db_path)
+    orders = seed_orders(conn, 200)
+    conn.close()
+    batch = write_batch(tmp_path / "batch.csv", batch_lines(orders, 1000))
+    first = workspace.popen("returns", "process", str(batch))
+    deadline = time.monotonic() + 30
+    while not workspace.query("SELECT id FROM return_batches") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = workspace.run("returns", "process", str(batch))
+    waited = workspace.run("returns", "process", str(batch), "--wait", "60")
+    first.communicate()
+    assert first.returncode == 0
+    assert second.code == 75 and "another 'returns' run holds the lock" in second.stderr
+    assert waited.code == 0 and "nothing new decided" in waited.stderr
+    assert workspace.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"] == 1000
