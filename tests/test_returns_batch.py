@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from tests.returns_helpers import (
+from returns_helpers import (
     add_customer,
     add_order,
     open_db,

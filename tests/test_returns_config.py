@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from tests.returns_helpers import add_customer, add_order, open_db, parse_csv, write_batch
+from returns_helpers import add_customer, add_order, open_db, parse_csv, write_batch
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 
-from tests.returns_helpers import GENERIC_HEADER, add_customer, add_order, open_db
+from returns_helpers import GENERIC_HEADER, add_customer, add_order, open_db
 
 HOSTILE = [
     '=HYPERLINK("http://x","y")',

@@ -14,7 +14,7 @@ import shutil
 import signal
 import time
 
-from tests.returns_helpers import batch_lines, open_db, seed_orders, write_batch
+from returns_helpers import batch_lines, open_db, seed_orders, write_batch
 
 NOW = "2024-06-10T10:00:00Z"
 
