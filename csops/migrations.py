@@ -263,6 +263,20 @@ CREATE INDEX idx_rejects_run ON rejects(run_id);
 
 # `kpi daily` finds late data by these columns (orders.updated_at, return_lines.decided_at and
 # surveys.responded_at are indexed by step 1).
+RETURNS_40 = """
+ALTER TABLE return_batches ADD COLUMN completed_at TEXT;
+ALTER TABLE return_batches ADD COLUMN rejected_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_batches ADD COLUMN skipped_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN item_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN discount_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN tax_minor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE return_lines ADD COLUMN days_since_delivery INTEGER;
+ALTER TABLE return_lines ADD COLUMN return_shipping TEXT;
+ALTER TABLE return_lines ADD COLUMN outbox_id INTEGER REFERENCES outbox(id);
+CREATE INDEX idx_return_lines_batch ON return_lines(batch_id, line_no)
+"""
+
+
 KPI_CHANGE_INDEXES = """
 CREATE INDEX IF NOT EXISTS idx_orders_imported ON orders(imported_at);
 CREATE INDEX IF NOT EXISTS idx_surveys_updated ON surveys(updated_at);
@@ -287,6 +301,7 @@ STEPS: list[Step] = [
     Step(1, "initial schema (DESIGN.md §3)", SCHEMA_1),
     # import: a hash of an order's raw export cells, so an unchanged file skips parsing
     Step(10, "orders.raw_hash", "ALTER TABLE orders ADD COLUMN raw_hash TEXT"),
+    Step(40, "returns: batch completion, refund breakdown", RETURNS_40),
     Step(50, "kpi: indexes to find rows changed since the last KPI run", KPI_CHANGE_INDEXES),
     Step(
         60,

@@ -1,0 +1,1 @@
+"""Return batches decided against the written policy in ``[returns]`` (docs/returns.md)."""
