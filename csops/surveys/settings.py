@@ -142,7 +142,12 @@ def doctor_checks(config):  # type: ignore[no-untyped-def]
         for locale in ("en", "zh-CN"):
             path = root / locale / f"{rule.template_name}.txt.j2"
             checks.append(
-                Check("surveys", f"template {rule.template_name} {locale}", path.exists(),
-                      str(path), level="warning")
+                Check(
+                    "surveys",
+                    f"template {rule.template_name} {locale}",
+                    path.exists(),
+                    str(path),
+                    level="warning",
+                )
             )
     return checks
