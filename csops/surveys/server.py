@@ -256,7 +256,7 @@ class SurveyApp:
             default=self.config.shop.locale,
         )
         try:
-            resp = self.page(status, "error", loc, message_key=message, status=status)
+            resp = self.page(status, "error", loc, message_key=message, code=status)
         except Exception:
             log.exception("rendering the error page failed")
             resp = Response(status, b"Error", content_type="text/plain; charset=utf-8")
@@ -508,6 +508,7 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 8080, **kw:
         port=port,
         threads=settings.threads,
         channel_timeout=settings.channel_timeout_s,
+        cleanup_interval=max(1, min(30, settings.channel_timeout_s // 2)),
         # waitress refuses absurd declared bodies itself (413) before the app sees them; the
         # app enforces the configured limit with its own localized 413 page.
         max_request_body_size=settings.max_body_bytes * 4,
@@ -519,3 +520,18 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 8080, **kw:
     )
     server.csops_app = app  # type: ignore[attr-defined]
     return server
+
+
+def stop_server(server: Any) -> None:
+    """Stop a running waitress server from another thread: close its channels in its loop."""
+
+    def close_all() -> None:
+        for channel in list(server._map.values()):
+            try:
+                channel.close()
+            except OSError:
+                pass
+
+    server.trigger.pull_trigger(close_all)
+    server.task_dispatcher.shutdown(timeout=5)
+    server.csops_app.alerts.stop()
