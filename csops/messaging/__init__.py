@@ -1,0 +1,1 @@
+"""Messaging: follow-up rules, sandboxed templates, the durable outbox and its channels."""

@@ -1,0 +1,1 @@
+"""Delivery channels behind one protocol (:mod:`csops.messaging.channels.base`)."""

@@ -1,0 +1,170 @@
+"""SMTP channel: SSL or STARTTLS, auth from an env var, one connection reused across a batch.
+
+The DATA phase is driven by hand instead of ``smtplib.sendmail`` so the outbox can record the
+hand-over right after the server's 354, before the body and the final dot go out: a reply lost
+after that point means the server may hold the message, so the row becomes ``unknown``; a drop
+before it is a plain transient failure that is retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import smtplib
+import ssl
+from collections.abc import Callable
+
+from csops import timeutil
+from csops.errors import RemoteAuthError
+from csops.messaging.channels.base import (
+    BaseChannel,
+    HeaderInjection,
+    Outcome,
+    OutMessage,
+    build_email,
+    email_bytes,
+)
+
+_HINT = re.compile(r"(\d+)\s*(seconds?|secs?|s\b|minutes?|mins?)", re.I)
+_DOTS = re.compile(rb"(?m)^\.")
+
+
+def retry_hint(text: str) -> float | None:
+    """Seconds from a reply like ``421 4.7.0 Try again in 120 seconds``."""
+    m = _HINT.search(text or "")
+    if not m:
+        return None
+    n = float(m.group(1))
+    return n * 60 if m.group(2).lower().startswith("min") else n
+
+
+def classify(code: int, text: str) -> Outcome:
+    if 200 <= code < 300:
+        return Outcome("sent", str(code), text)
+    if 400 <= code < 500:
+        return Outcome("transient", str(code), text, retry_hint(text))
+    return Outcome("permanent", str(code), text)
+
+
+class SmtpChannel(BaseChannel):
+    """Deliver over one reused SMTP connection; reconnect after a drop."""
+
+    def __init__(self, name: str, settings, config) -> None:
+        self.name = name
+        self.settings = settings
+        self.config = config
+        self.from_address = settings.from_address or config.shop.email
+        self.from_name = settings.from_name or config.shop.name
+        self.helo = settings.helo or self.from_address.rpartition("@")[2] or "localhost"
+        self.conn: smtplib.SMTP | None = None
+        self.password = (
+            config.secret(settings.password_env, key=f"channels.{name}.password_env")
+            if settings.username
+            else None
+        )
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        ctx = ssl.create_default_context()
+        if s.security == "ssl":
+            conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                s.host, s.port, local_hostname=self.helo, timeout=s.timeout, context=ctx
+            )
+        else:
+            conn = smtplib.SMTP(s.host, s.port, local_hostname=self.helo, timeout=s.timeout)
+        try:
+            conn.ehlo()
+            if s.security == "starttls":
+                conn.starttls(context=ctx)
+                conn.ehlo()
+            if s.username:
+                conn.login(s.username, self.password or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            self._drop(conn)
+            raise RemoteAuthError(
+                f"SMTP server {s.host}:{s.port} refused the login ({exc.smtp_code})",
+                field=f"channels.{self.name}.password_env",
+                expected=f"valid credentials in ${s.password_env}",
+            ) from None
+        except BaseException:
+            self._drop(conn)
+            raise
+        return conn
+
+    @staticmethod
+    def _drop(conn: smtplib.SMTP | None) -> None:
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            conn.close()
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.quit()
+            self._drop(self.conn)
+            self.conn = None
+
+    def _reset(self) -> None:
+        try:
+            assert self.conn is not None
+            self.conn.rset()
+        except Exception:
+            self._drop(self.conn)
+            self.conn = None
+
+    def send(self, msg: OutMessage, mark_handed_over: Callable[[], None]) -> Outcome:
+        try:
+            email = build_email(
+                msg, from_address=self.from_address, from_name=self.from_name, date=timeutil.now()
+            )
+        except HeaderInjection as exc:
+            return Outcome("permanent", "header_injection", str(exc))
+        data = email_bytes(email)
+        data = _DOTS.sub(b"..", data)
+        if not data.endswith(b"\r\n"):
+            data += b"\r\n"
+        data += b".\r\n"
+        handed = False
+        try:
+            if self.conn is None:
+                self.conn = self._connect()
+            conn = self.conn
+            code, resp = conn.mail(self.from_address)
+            if code != 250:
+                return self._refused(code, resp)
+            code, resp = conn.rcpt(msg.recipient)
+            if code not in (250, 251):
+                return self._refused(code, resp)
+            code, resp = conn.docmd("DATA")
+            if code != 354:
+                return self._refused(code, resp)
+            mark_handed_over()
+            handed = True
+            conn.send(data)
+            code, resp = conn.getreply()
+        except RemoteAuthError:
+            raise
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            self._drop(self.conn)
+            self.conn = None
+            text = f"{type(exc).__name__}: {exc}"[:300]
+            if handed:
+                return Outcome("unknown", "lost_after_handover", text)
+            return Outcome("transient", "connection", text)
+        outcome = classify(code, resp.decode("utf-8", "replace"))
+        if code == 421:
+            self._drop(self.conn)
+            self.conn = None
+        return outcome
+
+    def _refused(self, code: int, resp: bytes) -> Outcome:
+        outcome = classify(code, resp.decode("utf-8", "replace"))
+        if code == 421 or code < 0:
+            self._drop(self.conn)
+            self.conn = None
+            if code < 0:
+                return Outcome("transient", "connection", "connection closed")
+        else:
+            self._reset()
+        return outcome

@@ -1,0 +1,657 @@
+"""The durable outbox: plan a message once, claim it in one run, hand it over, record the outcome.
+
+States: ``queued → sending → sent | failed | unknown | suppressed``. A message is planned with a
+unique ``dedupe_key`` inside the caller's transaction (:func:`enqueue`); :func:`deliver` claims
+due rows one at a time (``BEGIN IMMEDIATE``; ``UPDATE … WHERE state='queued'``), re-checks
+suppression, expiry, quiet hours, the frequency cap and the channel's rate limit *at send
+time*, hands the message to its channel outside any transaction, then commits the outcome.
+A run killed in between leaves a ``sending`` row that the next run turns into ``unknown``
+(when the channel recorded ``handed_over_at``) or back into ``queued``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time as _time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from csops import db as dbmod
+from csops.errors import NotFoundError, UsageError
+from csops.timeutil import iso, parse_duration, parse_instant
+
+STATES = ("queued", "sending", "sent", "failed", "unknown", "suppressed")
+TERMINAL = ("sent", "failed", "unknown", "suppressed")
+
+
+@dataclass
+class NewMessage:
+    """A message to plan. ``dedupe_key`` is unique forever: planning it twice is a no-op."""
+
+    dedupe_key: str
+    kind: str
+    channel: str
+    recipient: str
+    subject: str
+    body_text: str
+    body_html: str | None = None
+    rule: str | None = None
+    order_id: int | None = None
+    customer_id: int | None = None
+    locale: str | None = None
+    is_marketing: bool = False
+    not_before: str | None = None
+    expires_at: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def new_message_id(now: datetime, domain: str = "csops.local") -> str:
+    return f"<{now:%Y%m%d%H%M%S}.{uuid.uuid4().hex[:20]}@{domain or 'csops.local'}>"
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    msg: NewMessage,
+    *,
+    now: datetime,
+    domain: str = "csops.local",
+    state: str = "queued",
+    last_error: str | None = None,
+) -> int | None:
+    """Plan ``msg`` inside the caller's ``db.write()`` transaction; None if its key exists.
+
+    The Message-ID is fixed here and reused on every attempt, so a receiver that dedupes can
+    absorb an operator's retry.
+    """
+    if not conn.in_transaction:
+        raise RuntimeError("enqueue() must run inside db.write(conn)")
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO outbox (dedupe_key, message_id, kind, rule, is_marketing, "
+        "order_id, customer_id, channel, recipient, locale, subject, body_text, body_html, "
+        "headers_json, state, attempts, next_attempt_at, expires_at, last_error, queued_at, "
+        "updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,0,?,?,?,?,?)",
+        (
+            msg.dedupe_key,
+            new_message_id(now, domain),
+            msg.kind,
+            msg.rule,
+            int(msg.is_marketing),
+            msg.order_id,
+            msg.customer_id,
+            msg.channel,
+            msg.recipient,
+            msg.locale,
+            msg.subject,
+            msg.body_text,
+            msg.body_html,
+            json.dumps(msg.headers, ensure_ascii=False) if msg.headers else None,
+            state,
+            msg.not_before,
+            msg.expires_at,
+            last_error,
+            iso(now),
+            iso(now),
+        ),
+    )
+    return cur.lastrowid if cur.rowcount == 1 else None
+
+
+@dataclass
+class DeliveryReport:
+    """What one delivery pass did; ``partial`` (exit 3) if anything failed or stayed unknown."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    breaker_tripped: bool = False
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.breaker_tripped or self.counts.get("failed") or self.counts.get("unknown"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _channel_objects(config: Any) -> tuple[dict[str, Any], Callable[[str], Any]]:
+    """A lazy name → channel instance cache."""
+    from csops.messaging.settings import channel_table
+    from csops.registry import load
+
+    table = channel_table(config)
+    cache: dict[str, Any] = {}
+
+    def get(name: str) -> Any:
+        if name not in cache:
+            settings = table.get(name)
+            if settings is None:
+                cache[name] = None
+            else:
+                cls = load("channels", settings.type)
+                ch = cls(name, settings, config)
+                ch.rate_per_minute = getattr(settings, "rate_per_minute", 0)
+                ch.channel_type = settings.type
+                ch.cleanup()
+                ch.open()
+                cache[name] = ch
+        return cache[name]
+
+    return cache, get
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (killed, not yet reaped) is dead for our purpose
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport) -> None:
+    """Settle ``sending`` rows left by runs that are gone (killed, crashed)."""
+    from csops.messaging.channels.base import OutMessage
+
+    conn = ctx.conn
+    rows = conn.execute(
+        "SELECT o.*, r.pid AS run_pid, r.finished_at AS run_finished FROM outbox o "
+        "LEFT JOIN runs r ON r.run_id = o.claimed_by WHERE o.state = 'sending'"
+    ).fetchall()
+    now = iso(ctx.now)
+    for row in rows:
+        if row["claimed_by"] == ctx.run_id:
+            continue
+        alive = row["run_pid"] is not None and row["run_finished"] is None
+        if alive and _pid_alive(row["run_pid"]) and row["run_pid"] != os.getpid():
+            continue
+        handed = row["handed_over_at"] is not None
+        verdict = None
+        ch = get_channel(row["channel"])
+        if ch is not None:
+            verdict = ch.recover(OutMessage.from_row(row), handed)
+        if verdict is None:
+            verdict = "unknown" if handed else "transient"
+        with dbmod.write(conn):
+            if verdict == "sent":
+                conn.execute(
+                    "UPDATE outbox SET state='sent', sent_at=?, updated_at=?, last_error=NULL "
+                    "WHERE id=? AND state='sending'",
+                    (now, now, row["id"]),
+                )
+                report.count("recovered_sent")
+            elif verdict == "unknown":
+                conn.execute(
+                    "UPDATE outbox SET state='unknown', updated_at=?, last_error=? "
+                    "WHERE id=? AND state='sending'",
+                    (now, "run died after hand-over: outcome unknown", row["id"]),
+                )
+                report.count("recovered_unknown")
+                report.count("unknown")
+            else:
+                conn.execute(
+                    "UPDATE outbox SET state='queued', handed_over_at=NULL, updated_at=?, "
+                    "next_attempt_at=NULL WHERE id=? AND state='sending'",
+                    (now, row["id"]),
+                )
+                report.count("recovered_queued")
+    if any(k.startswith("recovered_") for k in report.counts):
+        report.messages.append(
+            "recovered rows left 'sending' by a dead run: "
+            f"{report.counts.get('recovered_unknown', 0)} unknown, "
+            f"{report.counts.get('recovered_queued', 0)} queued again, "
+            f"{report.counts.get('recovered_sent', 0)} sent"
+        )
+
+
+def _in_quiet_hours(settings: Any, now: datetime, tz: ZoneInfo) -> datetime | None:
+    """The UTC end of the quiet window if ``now`` is inside it, else None."""
+    window = settings.quiet_window()
+    if window is None:
+        return None
+    start, end = window
+    local = now.astimezone(tz)
+    t = local.time().replace(tzinfo=None)
+    if start == end:
+        return None
+    inside = (start <= t < end) if start < end else (t >= start or t < end)
+    if not inside:
+        return None
+    end_dt = datetime.combine(local.date(), end, tzinfo=tz)
+    if end_dt <= local:
+        end_dt = datetime.combine(local.date() + timedelta(days=1), end, tzinfo=tz)
+    return end_dt.astimezone(ZoneInfo("UTC"))
+
+
+def _suppression(conn: sqlite3.Connection, row: sqlite3.Row) -> str | None:
+    from csops.customers import normalize_address
+
+    if row["customer_id"] is not None:
+        c = conn.execute(
+            "SELECT opted_out_at FROM customers WHERE id = ?", (row["customer_id"],)
+        ).fetchone()
+        if c is not None and c["opted_out_at"]:
+            return "opted_out"
+    try:
+        addr, channel = normalize_address(row["recipient"])
+    except Exception:
+        return None
+    s = conn.execute(
+        "SELECT scope FROM suppressions WHERE address = ? AND channel = ?", (addr, channel)
+    ).fetchone()
+    if s is None:
+        return None
+    if s["scope"] == "all":
+        return "opted_out"
+    if row["is_marketing"]:
+        return "unsubscribed"
+    return None
+
+
+def _cap_until(conn: sqlite3.Connection, row: sqlite3.Row, settings: Any, now: datetime):
+    """When the customer's frequency cap opens again, or None if not capped now."""
+    if row["customer_id"] is None or row["kind"] in settings.cap_exempt_kinds:
+        return None
+    period = parse_duration(settings.cap_period)
+    if period.total_seconds() <= 0:
+        return None
+    since = iso(now - period)
+    exempt = list(settings.cap_exempt_kinds) or [""]
+    marks = ",".join("?" * len(exempt))
+    recent = conn.execute(
+        "SELECT COALESCE(sent_at, claimed_at) AS at FROM outbox WHERE customer_id = ? "
+        "AND state IN ('sent','sending','unknown') AND id != ? "
+        f"AND kind NOT IN ({marks}) AND COALESCE(sent_at, claimed_at) > ? ORDER BY at",
+        (row["customer_id"], row["id"], *exempt, since),
+    ).fetchall()
+    if len(recent) < settings.cap_messages:
+        return None
+    return parse_instant(recent[0]["at"]) + period
+
+
+def _rate_until(conn: sqlite3.Connection, channel: str, per_minute: int, now: datetime):
+    if not per_minute:
+        return None
+    since = iso(now - timedelta(seconds=60))
+    rows = conn.execute(
+        "SELECT COALESCE(handed_over_at, sent_at) AS at FROM outbox WHERE channel = ? "
+        "AND sent_at > ? AND state IN ('sent','unknown') "
+        "UNION ALL SELECT COALESCE(handed_over_at, claimed_at) FROM outbox WHERE channel = ? "
+        "AND state = 'sending' AND claimed_at > ? ORDER BY 1",
+        (channel, since, channel, since),
+    ).fetchall()
+    if len(rows) < per_minute:
+        return None
+    return parse_instant(rows[0]["at"]) + timedelta(seconds=60)
+
+
+def _unsubscribe_headers(config: Any, recipient: str) -> dict[str, str]:
+    from csops.tokens import unsubscribe_url
+
+    url = unsubscribe_url(config, recipient)
+    return {
+        "List-Unsubscribe": f"<{url}>",
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+
+# --------------------------------------------------------------------------- deliver
+
+
+def _due_sql(kinds: set[str] | None, rules: set[str] | None) -> tuple[str, list[Any]]:
+    where = ["state = 'queued'", "(next_attempt_at IS NULL OR next_attempt_at <= ?)"]
+    params: list[Any] = []
+    if kinds:
+        where.append(f"kind IN ({','.join('?' * len(kinds))})")
+        params += sorted(kinds)
+    if rules:
+        where.append(f"rule IN ({','.join('?' * len(rules))})")
+        params += sorted(rules)
+    return " AND ".join(where), params
+
+
+def deliver(
+    ctx: Any,
+    *,
+    kinds: set[str] | None = None,
+    limit: int | None = None,
+    rules: set[str] | None = None,
+) -> DeliveryReport:
+    """Deliver due queued messages one at a time; see the module docstring for the protocol."""
+    from csops.messaging.channels.base import OutMessage
+
+    config = ctx.config
+    settings = config.section("messaging")
+    tz = ZoneInfo(config.shop.timezone)
+    conn = ctx.conn
+    report = DeliveryReport()
+    if ctx.dry_run:
+        return preview(ctx, kinds=kinds, limit=limit, rules=rules)
+    cache, get_channel = _channel_objects(config)
+    t0 = _time.monotonic()
+
+    def clock() -> datetime:
+        return ctx.now + timedelta(seconds=_time.monotonic() - t0)
+
+    where, params = _due_sql(kinds, rules)
+    consecutive = 0
+    handed = 0
+    try:
+        recover(ctx, get_channel, report)
+        while limit is None or handed < limit:
+            now = clock()
+            nows = iso(now)
+            with dbmod.write(conn):
+                row = conn.execute(
+                    f"SELECT * FROM outbox WHERE {where} "
+                    "ORDER BY COALESCE(next_attempt_at, queued_at), id LIMIT 1",
+                    (nows, *params),
+                ).fetchone()
+                if row is None:
+                    break
+                decision = _precheck(conn, row, config, settings, now, tz, get_channel)
+                if decision is not None:
+                    _apply_precheck(conn, row, decision, nows, report)
+                    continue
+                claimed = conn.execute(
+                    "UPDATE outbox SET state='sending', claimed_by=?, claimed_at=?, "
+                    "attempts=attempts+1, handed_over_at=NULL, updated_at=? "
+                    "WHERE id=? AND state='queued'",
+                    (ctx.run_id, nows, nows, row["id"]),
+                ).rowcount
+            if claimed != 1:
+                continue
+            channel = get_channel(row["channel"])
+            msg = OutMessage.from_row(row)
+            if (
+                row["is_marketing"]
+                and "@" in msg.recipient
+                and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
+            ):
+                msg.headers.update(_unsubscribe_headers(config, msg.recipient))
+
+            def mark(row_id: int = row["id"]) -> None:
+                with dbmod.write(conn):
+                    conn.execute(
+                        "UPDATE outbox SET handed_over_at=? WHERE id=?", (iso(clock()), row_id)
+                    )
+
+            outcome = channel.send(msg, mark)
+            handed += 1
+            _apply_outcome(conn, row, outcome, clock(), settings, report)
+            if outcome.kind == "transient":
+                consecutive += 1
+                if consecutive >= settings.breaker_threshold:
+                    report.breaker_tripped = True
+                    report.messages.append(
+                        f"circuit breaker: {consecutive} transient failures in a row "
+                        f"(last: {outcome.error()}); stopping, the rest stays queued"
+                    )
+                    break
+            else:
+                consecutive = 0
+    finally:
+        for ch in cache.values():
+            if ch is not None:
+                with contextlib.suppress(Exception):
+                    ch.close()
+    return report
+
+
+def _precheck(conn, row, config, settings, now, tz, get_channel):
+    """Send-time checks: (state, next_attempt_at, reason) to apply instead of sending, or None."""
+    if row["expires_at"] and parse_instant(row["expires_at"]) < now:
+        return ("suppressed", None, "expired")
+    reason = _suppression(conn, row)
+    if reason:
+        return ("suppressed", None, reason)
+    if get_channel(row["channel"]) is None:
+        return ("failed", None, f"unknown_channel: no [channels.{row['channel']}] configured")
+    if row["kind"] not in settings.quiet_exempt_kinds:
+        until = _in_quiet_hours(settings, now, tz)
+        if until is not None:
+            return ("queued", until, "quiet_hours")
+    until = _cap_until(conn, row, settings, now)
+    if until is not None:
+        if settings.cap_action == "suppress":
+            return ("suppressed", None, "frequency_cap")
+        if row["expires_at"] and parse_instant(row["expires_at"]) < until:
+            return ("suppressed", None, "frequency_cap")
+        return ("queued", until, "frequency_cap")
+    ch = get_channel(row["channel"])
+    until = _rate_until(conn, row["channel"], getattr(ch, "rate_per_minute", 0), now)
+    if until is not None:
+        return ("queued", until, "rate_limit")
+    return None
+
+
+def _apply_precheck(conn, row, decision, nows, report) -> None:
+    state, until, reason = decision
+    if state == "queued":
+        if reason == "rate_limit":  # one update defers the whole channel's due queue
+            n = conn.execute(
+                "UPDATE outbox SET next_attempt_at=?, last_error=?, updated_at=? "
+                "WHERE state='queued' AND channel=? AND (next_attempt_at IS NULL OR "
+                "next_attempt_at < ?)",
+                (iso(until), "deferred: rate_limit", nows, row["channel"], iso(until)),
+            ).rowcount
+            report.count("deferred_rate_limit", n)
+            return
+        conn.execute(
+            "UPDATE outbox SET next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
+            (iso(until), f"deferred: {reason}", nows, row["id"]),
+        )
+        report.count(f"deferred_{reason}")
+        return
+    conn.execute(
+        "UPDATE outbox SET state=?, last_error=?, updated_at=? WHERE id=? AND state='queued'",
+        (state, reason, nows, row["id"]),
+    )
+    report.count(state)
+    if state == "suppressed":
+        report.count(f"suppressed_{reason}")
+    report.rows.append(_row_out(row, state, reason))
+
+
+def _backoff(settings: Any, attempts: int, hint: float | None) -> timedelta:
+    steps = settings.backoff
+    wait = parse_duration(steps[min(max(attempts, 1), len(steps)) - 1])
+    if hint and hint > wait.total_seconds():
+        wait = timedelta(seconds=hint)
+    return wait
+
+
+def _apply_outcome(conn, row, outcome, now, settings, report) -> None:
+    nows = iso(now)
+    attempts = row["attempts"] + 1
+    with dbmod.write(conn):
+        if outcome.kind == "sent":
+            conn.execute(
+                "UPDATE outbox SET state='sent', sent_at=?, last_error=NULL, updated_at=? "
+                "WHERE id=?",
+                (nows, nows, row["id"]),
+            )
+            report.count("sent")
+            report.rows.append(_row_out(row, "sent", None))
+            return
+        if outcome.kind == "transient" and attempts < settings.max_attempts:
+            nxt = now + _backoff(settings, attempts, outcome.retry_after)
+            conn.execute(
+                "UPDATE outbox SET state='queued', next_attempt_at=?, last_error=?, "
+                "handed_over_at=NULL, updated_at=? WHERE id=?",
+                (iso(nxt), outcome.error(), nows, row["id"]),
+            )
+            report.count("retry_later")
+            report.rows.append(_row_out(row, "queued", outcome.error()))
+            return
+        state = "unknown" if outcome.kind == "unknown" else "failed"
+        error = outcome.error()
+        if outcome.kind == "transient":
+            error = f"too many attempts ({attempts}): {error}"
+        conn.execute(
+            "UPDATE outbox SET state=?, last_error=?, updated_at=? WHERE id=?",
+            (state, error, nows, row["id"]),
+        )
+        report.count(state)
+        report.rows.append(_row_out(row, state, error))
+
+
+def _row_out(row: sqlite3.Row, state: str, error: str | None) -> dict[str, Any]:
+    from csops.secrets import mask_email
+
+    return {
+        "id": row["id"],
+        "state": state,
+        "kind": row["kind"],
+        "rule": row["rule"],
+        "channel": row["channel"],
+        "recipient": mask_email(row["recipient"]) if "@" in row["recipient"] else row["recipient"],
+        "message_id": row["message_id"],
+        "error": error,
+    }
+
+
+def preview(
+    ctx: Any,
+    *,
+    kinds: set[str] | None = None,
+    limit: int | None = None,
+    rules: set[str] | None = None,
+) -> DeliveryReport:
+    """What :func:`deliver` would do now, changing nothing (``--dry-run``)."""
+    from csops.messaging.settings import channel_table
+
+    config = ctx.config
+    settings = config.section("messaging")
+    tz = ZoneInfo(config.shop.timezone)
+    table = channel_table(config)
+    report = DeliveryReport()
+    where, params = _due_sql(kinds, rules)
+    sql = f"SELECT * FROM outbox WHERE {where} ORDER BY COALESCE(next_attempt_at, queued_at), id"
+    if limit:
+        sql += f" LIMIT {int(limit)}"
+
+    class _Stub:
+        def __init__(self, rate: int) -> None:
+            self.rate_per_minute = rate
+
+    def get(name: str) -> Any:
+        s = table.get(name)
+        return _Stub(s.rate_per_minute) if s else None
+
+    for row in ctx.conn.execute(sql, (iso(ctx.now), *params)).fetchall():
+        decision = _precheck(ctx.conn, row, config, settings, ctx.now, tz, get)
+        state, reason = ("would_send", None) if decision is None else (decision[0], decision[2])
+        label = state if state == "would_send" else f"would_{state}_{reason}".split(":")[0]
+        report.count(label)
+        report.rows.append(_row_out(row, state, reason))
+    return report
+
+
+# --------------------------------------------------------------------------- operator commands
+
+
+LIST_COLUMNS = [
+    "id",
+    "state",
+    "kind",
+    "rule",
+    "channel",
+    "recipient",
+    "subject",
+    "attempts",
+    "next_attempt_at",
+    "message_id",
+    "last_error",
+    "queued_at",
+    "sent_at",
+]
+
+
+def list_rows(
+    conn: sqlite3.Connection, *, status: str | None = None, limit: int = 200
+) -> list[dict[str, Any]]:
+    if status and status not in STATES:
+        raise UsageError(f"unknown status {status!r}", expected="one of " + ", ".join(STATES))
+    sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM outbox"
+    params: tuple = ()
+    if status:
+        sql += " WHERE state = ?"
+        params = (status,)
+    sql += " ORDER BY id DESC LIMIT ?"
+    return [dict(r) for r in conn.execute(sql, (*params, limit)).fetchall()]
+
+
+def _get(conn: sqlite3.Connection, outbox_id: int) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM outbox WHERE id = ?", (outbox_id,)).fetchone()
+    if row is None:
+        raise NotFoundError(f"no outbox message with id {outbox_id}", field="ID")
+    return row
+
+
+def retry(conn: sqlite3.Connection, outbox_id: int, *, now: datetime) -> dict[str, Any]:
+    """Queue a ``failed``/``unknown``/``suppressed`` message again (same Message-ID).
+
+    For an ``unknown`` message this is the operator's explicit choice to risk a duplicate. A
+    message that failed on its template is removed so the next run re-plans it.
+    """
+    with dbmod.write(conn):
+        row = _get(conn, outbox_id)
+        if row["state"] in ("queued", "sending", "sent"):
+            raise UsageError(
+                f"message {outbox_id} is {row['state']}; only failed, unknown or suppressed "
+                "messages can be retried"
+            )
+        if (row["last_error"] or "").startswith("template_error") and not row["body_text"]:
+            conn.execute("DELETE FROM outbox WHERE id = ?", (outbox_id,))
+            return {"id": outbox_id, "state": "replan", "message_id": row["message_id"]}
+        conn.execute(
+            "UPDATE outbox SET state='queued', next_attempt_at=NULL, handed_over_at=NULL, "
+            "expires_at=NULL, last_error=?, updated_at=? WHERE id=?",
+            (f"operator retry (was {row['state']})", iso(now), outbox_id),
+        )
+    return {"id": outbox_id, "state": "queued", "message_id": row["message_id"]}
+
+
+def resolve(
+    conn: sqlite3.Connection, outbox_id: int, outcome: str, *, now: datetime
+) -> dict[str, Any]:
+    """Settle an ``unknown`` (or stuck) message by hand: ``sent`` or ``failed``."""
+    if outcome not in ("sent", "failed"):
+        raise UsageError("resolve needs --sent or --failed")
+    with dbmod.write(conn):
+        row = _get(conn, outbox_id)
+        if row["state"] not in ("unknown", "queued", "failed"):
+            raise UsageError(
+                f"message {outbox_id} is {row['state']}; resolve settles unknown, queued or "
+                "failed messages"
+            )
+        conn.execute(
+            "UPDATE outbox SET state=?, sent_at=CASE WHEN ?='sent' THEN COALESCE(sent_at, ?) "
+            "ELSE sent_at END, last_error=?, updated_at=? WHERE id=?",
+            (
+                outcome,
+                outcome,
+                iso(now),
+                f"resolved by operator as {outcome} (was {row['state']})",
+                iso(now),
+                outbox_id,
+            ),
+        )
+    return {"id": outbox_id, "state": outcome, "message_id": row["message_id"]}

@@ -1,0 +1,151 @@
+"""A fault-injecting SMTP sink (aiosmtpd) run in its own process: the oracle for "delivered".
+
+Usage: python tests/messaging_sink.py --port P --ledger L [--faults F.json] [--delay-ms N]
+       [--pidfile PIDFILE] [--mail-reply "421 ..."]
+
+The ledger (JSON lines: message_id, rcpt, time, headers) gets one line, fsync'ed, for every
+message the sink answered 250 or read completely before dropping. Faults are keyed by recipient
+and apply to the first attempt only unless ``"always": true``:
+
+  {"a@x.test": {"at": "rcpt", "reply": "451 4.3.0 busy"},
+   "b@x.test": {"at": "rcpt", "action": "close"},          # drop before DATA
+   "c@x.test": {"at": "data", "reply": "554 5.6.0 no"},     # read the body, then refuse
+   "d@x.test": {"at": "data", "action": "close"},           # read, record, drop without reply
+   "e@x.test": {"at": "data", "action": "kill"},            # read, record, SIGKILL csops
+   "f@x.test": {"at": "rcpt", "action": "kill"},            # SIGKILL csops after RCPT
+   "g@x.test": {"at": "after250", "action": "kill", "ms": 5}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from email.parser import BytesHeaderParser
+
+from aiosmtpd.smtp import SMTP
+
+
+class Handler:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.ledger = open(args.ledger, "a", encoding="utf-8")  # noqa: SIM115
+        self.faults = json.load(open(args.faults)) if args.faults else {}  # noqa: SIM115
+        self.attempts: dict[str, int] = {}
+        self.delay = args.delay_ms / 1000
+        self.pidfile = args.pidfile
+        self.mail_reply = args.mail_reply
+        self.mail_count = 0
+        self.count_file = args.ledger + ".mailcount"
+        self.drop_every = args.drop_every
+        self.data_count = 0
+
+    def fault(self, rcpt: str, at: str) -> dict | None:
+        f = self.faults.get(rcpt)
+        if not f or f.get("at") != at:
+            return None
+        if not f.get("always") and self.attempts.get(rcpt, 0) > 1:
+            return None
+        return f
+
+    def kill(self) -> None:
+        try:
+            pid = int(open(self.pidfile).read().strip())  # noqa: SIM115
+            os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+    def record(self, envelope) -> None:  # noqa: ANN001
+        headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
+        entry = {
+            "message_id": headers.get("Message-ID"),
+            "rcpt": list(envelope.rcpt_tos),
+            "time": time.time(),
+            "headers": [[k, str(v)] for k, v in headers.items()],
+        }
+        self.ledger.write(json.dumps(entry) + "\n")
+        self.ledger.flush()
+        os.fsync(self.ledger.fileno())
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+        self.mail_count += 1
+        with open(self.count_file, "w") as fh:
+            fh.write(str(self.mail_count))
+        if self.mail_reply:
+            return self.mail_reply
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+        self.attempts[address] = self.attempts.get(address, 0) + 1
+        f = self.fault(address, "rcpt")
+        if f:
+            if f.get("action") == "kill":
+                self.kill()
+                await asyncio.sleep(0.5)
+            if f.get("action") in ("close", "kill"):
+                server.transport.close()
+                return "421 closing"
+            return f["reply"]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
+        self.data_count += 1
+        if self.drop_every and self.data_count % self.drop_every == 0:
+            self.record(envelope)
+            server.transport.close()
+            return "250 never seen"
+        f = self.fault(rcpt, "data")
+        if f:
+            if f.get("action") in ("close", "kill"):
+                self.record(envelope)
+                if f.get("action") == "kill":
+                    self.kill()
+                    await asyncio.sleep(0.5)
+                server.transport.close()
+                return "250 never seen"
+            return f["reply"]
+        self.record(envelope)
+        f = self.fault(rcpt, "after250")
+        if f and f.get("action") == "kill":
+            threading.Timer(f.get("ms", 5) / 1000, self.kill).start()
+        return "250 Message accepted"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--ledger", required=True)
+    p.add_argument("--faults")
+    p.add_argument("--delay-ms", type=float, default=0)
+    p.add_argument("--pidfile")
+    p.add_argument("--mail-reply")
+    p.add_argument("--drop-every", type=int, default=0)
+    args = p.parse_args()
+    handler = Handler(args)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(
+        loop.create_server(
+            lambda: SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True),
+            "127.0.0.1",
+            args.port,
+        )
+    )
+    print("READY", flush=True)
+    sys.stdout.close()
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
+
+
+if __name__ == "__main__":
+    main()

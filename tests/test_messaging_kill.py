@@ -1,0 +1,213 @@
+"""kill -9 and overlapping cron runs against the real sink (AT-01, AT-02, AT-03, AT-07, AT-09)."""
+
+from __future__ import annotations
+
+import email
+import os
+import random
+import shutil
+import signal
+import time
+from email import policy
+
+import pytest
+from messaging_helpers import Sink, env, no_quiet_hours, queue, smtp_channel, states, wait_for
+
+
+def _start(ws, sink, *args):  # noqa: ANN001, ANN202
+    p = ws.popen("followups", "send", *args, env=env())
+    sink.pidfile.write_text(str(p.pid))
+    return p
+
+
+def _converge(ws, runs: int = 5) -> list[int]:  # noqa: ANN001
+    codes = []
+    for _ in range(runs):
+        r = ws.run("followups", "send", env=env())
+        assert "Traceback" not in r.stderr, r.stderr
+        codes.append(r.code)
+        if not ws.query("SELECT 1 FROM outbox WHERE state IN ('queued','sending')"):
+            break
+    return codes
+
+
+def test_the_handover_window_leaves_one_unknown_never_sent_twice(workspace, tmp_path):
+    """AT-02: the sink reads message #4, records it, then kills csops before replying."""
+    faults = {"u3@example.test": {"at": "data", "action": "kill"}}
+    with Sink(tmp_path, faults=faults) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, 10)
+        p = _start(workspace, sink)
+        p.wait(timeout=60)
+        assert p.returncode == -signal.SIGKILL
+        run = workspace.query("SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1")[0]
+        assert run["exit_code"] is None  # visibly interrupted
+        again = workspace.run("followups", "send", env=env())
+        assert again.code == 3  # one unknown
+        assert "1 unknown" in again.stderr
+        assert states(workspace) == {"sent": 9, "unknown": 1}
+        assert set(sink.copies().values()) == {1} and len(sink.ledger()) == 10
+        listed = workspace.run("outbox", "list", "--status", "unknown", "--json").json()
+        assert len(listed) == 1 and listed[0]["recipient"] == "u3@example.test"
+        assert listed[0]["message_id"] and listed[0]["last_error"]
+        unknown_id = listed[0]["id"]
+        mid = listed[0]["message_id"]
+
+        # The operator's other choice, on a copy of the database: retry sends it again.
+        copy = tmp_path / "copy"
+        shutil.copytree(workspace.root, copy)
+        from conftest import Workspace
+
+        ws2 = Workspace(root=copy, env=workspace.env)
+        r = ws2.run("outbox", "retry", str(unknown_id), env=env())
+        assert r.code == 0, r.stderr
+        assert ws2.run("followups", "send", env=env()).code == 0
+        assert sink.copies()[mid] == 2  # same Message-ID twice: a deduping receiver absorbs it
+
+        # resolve --sent on the original: no new copy.
+        r = workspace.run("outbox", "resolve", str(unknown_id), "--sent", env=env())
+        assert r.code == 0, r.stderr
+        assert states(workspace) == {"sent": 10}
+        assert workspace.run("followups", "send", env=env()).code == 0
+        assert sink.copies()[mid] == 2
+
+
+@pytest.mark.parametrize(
+    ("point", "position"),
+    [("rcpt", 1), ("rcpt", 15), ("data", 2), ("data", 30), ("after250", 2), ("after250", 15)],
+)
+def test_a_kill_at_each_protocol_point_never_duplicates(workspace, tmp_path, point, position):
+    """AT-03 (subset): kill points × message positions; then re-run to convergence."""
+    n = 30
+    target = f"u{position - 1}@example.test"
+    faults = {target: {"at": point, "action": "kill", "ms": 5}}
+    with Sink(tmp_path, faults=faults) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, n)
+        p = _start(workspace, sink)
+        p.wait(timeout=60)
+        _converge(workspace)
+        st = states(workspace)
+        copies = sink.copies()
+        assert st.get("sent", 0) + st.get("unknown", 0) == n, st
+        assert st.get("unknown", 0) <= 1
+        assert max(copies.values()) == 1
+        row = workspace.query(
+            "SELECT state, message_id FROM outbox WHERE recipient = ?", (target,)
+        )[0]
+        if point == "rcpt":
+            assert row["state"] == "sent" and copies[row["message_id"]] == 1
+            assert "unknown" not in st
+        else:
+            assert copies[row["message_id"]] == 1
+            assert row["state"] in ("sent", "unknown")
+        for r in workspace.query("SELECT state, message_id FROM outbox"):
+            if r["state"] == "sent":
+                assert copies.get(r["message_id"]) == 1
+
+
+def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(
+    workspace, tmp_path, scale
+):
+    """AT-01 (small): random SIGKILLs during an SMTP send, re-run after each."""
+    n, kills = 300 * scale, 4
+    seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))
+    rng = random.Random(seed)
+    print(f"kill seed {seed}")
+    with Sink(tmp_path, delay_ms=2) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, n)
+        done_kills = 0
+        for _ in range(kills):
+            p = _start(workspace, sink)
+            time.sleep(rng.uniform(0.3, 1.2))
+            if p.poll() is None:
+                p.kill()
+                done_kills += 1
+            p.wait()
+        _converge(workspace, runs=8)
+        st = states(workspace)
+        copies = sink.copies()
+        assert st.get("sent", 0) + st.get("unknown", 0) == n, (seed, st)
+        assert st.get("unknown", 0) <= done_kills, (seed, st)
+        assert max(copies.values()) == 1, seed
+        for r in workspace.query("SELECT state, message_id FROM outbox"):
+            if r["state"] == "sent":
+                assert copies.get(r["message_id"]) == 1, seed
+            else:
+                assert copies.get(r["message_id"], 0) <= 1
+        assert workspace.query("PRAGMA integrity_check")[0]["integrity_check"] == "ok"
+        final = workspace.run("followups", "send", env=env())
+        assert final.code == 0 and len(sink.ledger()) == sum(copies.values())
+
+
+def test_the_outbox_folder_under_kill_9_has_each_message_once_and_never_unknown(
+    workspace, tmp_path, scale
+):
+    """AT-07 (small): the outbox-dir channel, random kills, re-runs."""
+    n = 600 * scale
+    no_quiet_hours(workspace)
+    queue(workspace, n, channel="outbox")
+    rng = random.Random(7)
+    for _ in range(4):
+        p = workspace.popen("followups", "send", env=env())
+        time.sleep(rng.uniform(0.3, 0.9))
+        p.kill()
+        p.wait()
+    _converge(workspace)
+    assert states(workspace) == {"sent": n}
+    folder = workspace.root / "outbox"
+    files = sorted(folder.glob("*.eml"))
+    assert len(files) == n
+    ids = set()
+    for f in files:
+        msg = email.message_from_bytes(f.read_bytes(), policy=policy.default)
+        assert msg.get_body(("plain",)) is not None
+        ids.add(msg["Message-ID"])
+    planned = {r["message_id"] for r in workspace.query("SELECT message_id FROM outbox")}
+    assert ids == planned
+    assert not list((folder / "tmp").iterdir())
+
+
+def test_four_overlapping_cron_runs_send_each_message_once(workspace, tmp_path):
+    """AT-09 (small): one run sends, three exit 75 with one line and no traceback."""
+    n = 150
+    with Sink(tmp_path, delay_ms=5) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, n)
+        procs = [workspace.popen("followups", "send", env=env()) for _ in range(4)]
+        outs = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+        codes = sorted(c for c, _ in outs)
+        assert codes == [0, 75, 75, 75], outs
+        for code, err in outs:
+            if code == 75:
+                assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+        assert len(sink.ledger()) == n and set(sink.copies().values()) == {1}
+        runs = workspace.query("SELECT exit_code FROM runs WHERE command = 'followups'")
+        assert sorted(r["exit_code"] for r in runs) == [0, 75, 75, 75]
+
+
+def test_overlapping_runs_with_wait_all_finish_and_still_send_once(workspace, tmp_path):
+    n = 100
+    with Sink(tmp_path, delay_ms=2) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, n)
+        procs = [workspace.popen("followups", "send", "--wait", "60", env=env()) for _ in range(3)]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+        assert len(sink.ledger()) == n and set(sink.copies().values()) == {1}
+
+
+def test_a_dead_lock_holder_does_not_block_the_next_run(workspace, tmp_path):
+    """AT-12: SIGKILL the lock holder; the next run gets the lock at once and finishes."""
+    with Sink(tmp_path, delay_ms=5) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, 100)
+        p = _start(workspace, sink)
+        assert wait_for(lambda: len(sink.ledger()) > 5)
+        p.kill()
+        p.wait()
+        r = workspace.run("followups", "send", env=env())
+        assert r.code in (0, 3), r.stderr
+        st = states(workspace)
+        assert st.get("sent", 0) + st.get("unknown", 0) == 100
+        assert max(sink.copies().values()) == 1
