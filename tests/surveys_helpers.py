@@ -118,13 +118,7 @@ def serve_in_thread(config_path: Path) -> Iterator[Server]:
     config = load_config(config_path)
     server = make_server(config, host="127.0.0.1", port=0)
 
-    def run() -> None:
-        try:
-            server.run()
-        except OSError:  # the listening socket closed under select() at shutdown
-            pass
-
-    thread = threading.Thread(target=run, daemon=True)
+    thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
         yield Server(f"http://127.0.0.1:{server.effective_port}", server.csops_app, server)

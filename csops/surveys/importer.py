@@ -138,7 +138,7 @@ def import_answers(ctx: RunContext, path: str, stream: IO[bytes] | None = None) 
     if alerts and not ctx.dry_run:
         from csops.surveys.send import _deliver
 
-        _deliver(ctx, result, kinds=["alert"])
+        _deliver(ctx, result, kinds={"alert"})
         result.count("alerts", alerts)
     return result
 

@@ -29,7 +29,8 @@ from csops.surveys.planning import (
 )
 from csops.surveys.settings import SCALES, SurveyRule, SurveySettings
 
-SURVEY_KIND = "survey"  # outbox.kind of survey mail (first send and reminder)
+SURVEY_KIND = "survey"  # outbox.kind of a survey mail
+REMINDER_KIND = "survey_reminder"  # outbox.kind of its one reminder
 TRIGGER_COLUMNS = {"paid": "paid_at", "shipped": "shipped_at", "delivered": "delivered_at"}
 
 
@@ -39,7 +40,7 @@ def survey_channel(config: Config) -> str:
     if settings.channel:
         return settings.channel
     messaging = config.section("messaging")
-    return str(getattr(messaging, "default_channel", "") or "outbox")
+    return messaging.default_channel
 
 
 def load_candidates(
@@ -111,16 +112,6 @@ def sync_sent(conn: sqlite3.Connection) -> None:
         )
 
 
-def _order_context(conn: sqlite3.Connection, order_id: int) -> dict[str, Any]:
-    row = conn.execute(
-        "SELECT o.number, o.created_at, o.delivered_at, o.email, c.name AS customer_name, "
-        "c.email AS customer_email FROM orders o LEFT JOIN customers c ON c.id = o.customer_id "
-        "WHERE o.id = ?",
-        (order_id,),
-    ).fetchone()
-    return dict(row) if row else {}
-
-
 def build_context(
     config: Config,
     conn: sqlite3.Connection,
@@ -130,25 +121,55 @@ def build_context(
     order_id: int,
     email: str,
     expires_at: datetime,
+    now: datetime,
+    rule: str = "",
 ) -> dict[str, Any]:
-    """What a survey template sees: shop, customer, order, the scale links and unsubscribe."""
+    """The messaging job's standard variables (docs/messaging.md) plus ``survey``.
+
+    ``survey.links`` is the scale as one signed link per score; ``unsubscribe_url`` is the
+    one-click unsubscribe link (surveys are marketing mail).
+    """
     from csops.tokens import unsubscribe_url
 
     token = survey_token(config, survey_id, kind)
-    order = _order_context(conn, order_id)
+    order = conn.execute("SELECT * FROM orders WHERE id = ?", (order_id,)).fetchone()
+    customer = None
+    if order is not None and order["customer_id"] is not None:
+        customer = conn.execute(
+            "SELECT * FROM customers WHERE id = ?", (order["customer_id"],)
+        ).fetchone()
+    name = (customer["name"] if customer is not None else "") or ""
     low, high = SCALES[kind]
+    order_dict = dict(order) if order is not None else {}
+    order_dict.setdefault("tracking_url", "")
     return {
         "shop": {
             "name": config.shop.name,
             "email": config.shop.email,
             "base_url": config.shop.base_url,
+            "currency": config.shop.currency,
         },
-        "customer": {"name": order.get("customer_name") or "", "email": email},
-        "order": {
-            "number": order.get("number") or "",
-            "created_at": order.get("created_at") or "",
-            "delivered_at": order.get("delivered_at") or "",
+        "customer": {
+            "id": customer["id"] if customer is not None else None,
+            "name": name,
+            "first_name": name.split()[0] if name.split() else "",
+            "email": email,
+            "phone": customer["phone"] if customer is not None else None,
+            "locale": customer["locale"] if customer is not None else None,
+            "birthday": customer["birthday"] if customer is not None else None,
         },
+        "order": order_dict,
+        "items": [
+            dict(r)
+            for r in conn.execute(
+                "SELECT line_no, sku, name, quantity, unit_price_minor, total_minor "
+                "FROM order_items WHERE order_id = ? ORDER BY line_no",
+                (order_id,),
+            )
+        ],
+        "rule": {"name": rule or f"survey_{kind}", "trigger": "survey"},
+        "vars": {},
+        "now": timeutil.iso(now),
         "survey": {
             "id": survey_id,
             "kind": kind,
@@ -188,6 +209,8 @@ def _queue_one(
             order_id=p.order_id,
             email=p.email,
             expires_at=expires_at,
+            now=now,
+            rule=p.rule,
         )
         rendered = render_message(config, p.template, locale, context)
         outbox_id = enqueue(
@@ -203,9 +226,9 @@ def _queue_one(
                 rule=p.rule,
                 order_id=p.order_id,
                 customer_id=p.customer_id,
-                locale=locale,
+                locale=rendered.locale,
                 is_marketing=True,
-                expires_at=p.due_at + rule.send_within_td,
+                expires_at=timeutil.iso(p.due_at + rule.send_within_td),
             ),
             now=now,
         )
@@ -247,13 +270,15 @@ def _queue_reminder(ctx: RunContext, survey_id: int, settings: SurveySettings) -
             order_id=row["order_id"],
             email=row["recipient"],
             expires_at=expires_at,
+            now=now,
+            rule=row["rule"] or "",
         )
         rendered = render_message(config, template, row["locale"] or config.shop.locale, context)
         outbox_id = enqueue(
             conn,
             NewMessage(
                 dedupe_key=f"survey-reminder:{row['id']}",
-                kind=SURVEY_KIND,
+                kind=REMINDER_KIND,
                 channel=row["channel"],
                 recipient=row["recipient"],
                 subject=rendered.subject,
@@ -264,7 +289,7 @@ def _queue_reminder(ctx: RunContext, survey_id: int, settings: SurveySettings) -
                 customer_id=row["customer_id"],
                 locale=row["locale"],
                 is_marketing=True,
-                expires_at=now + timedelta(days=3),
+                expires_at=timeutil.iso(now + timedelta(days=3)),
             ),
             now=now,
         )
@@ -382,32 +407,28 @@ def send_surveys(ctx: RunContext, *, kind: str | None = None, limit: int | None 
             rows.append(row)
             result.count("reminders")
     if not ctx.dry_run:
-        _deliver(ctx, result, kinds=[SURVEY_KIND, "alert"])
+        _deliver(ctx, result, kinds={SURVEY_KIND, REMINDER_KIND, "alert"})
         sync_sent(conn)
     result.rows = rows
     return result
 
 
-def _deliver(ctx: RunContext, result: Result, *, kinds: list[str]) -> None:
+def _deliver(ctx: RunContext, result: Result, *, kinds: set[str]) -> None:
+    """Hand over what is due through the outbox; its counts join ours as ``sent``, ``failed``…"""
     from csops.messaging.outbox import deliver
 
     report = deliver(ctx, kinds=kinds)
-    counts = getattr(report, "counts", None)
-    if isinstance(counts, dict):
-        for k, v in counts.items():
-            result.count(f"delivery_{k}", int(v))
-    failed = getattr(report, "failed", 0) or 0
-    status = getattr(report, "status", None)
-    if status == "partial" or (isinstance(failed, int) and failed > 0):
+    for k, v in report.counts.items():
+        result.count(k, int(v))
+    result.messages.extend(report.messages)
+    if report.partial:
         result.status = "partial"
-    for message in getattr(report, "messages", []) or []:
-        result.messages.append(str(message))
 
 
 def deliver_alerts(ctx: RunContext) -> Result:
     """Deliver queued alerts (detractor answers) now."""
     result = Result("surveys alerts")
-    _deliver(ctx, result, kinds=["alert"])
+    _deliver(ctx, result, kinds={"alert"})
     return result
 
 

@@ -10,6 +10,7 @@ details go to the log, never to the browser.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -527,10 +528,8 @@ def stop_server(server: Any) -> None:
 
     def close_all() -> None:
         for channel in list(server._map.values()):
-            try:
+            with contextlib.suppress(OSError):
                 channel.close()
-            except OSError:
-                pass
 
     server.trigger.pull_trigger(close_all)
     server.task_dispatcher.shutdown(timeout=5)

@@ -84,8 +84,8 @@ class SurveySettings:
     # Server limits.
     max_body_bytes: int = 16384
     max_comment_chars: int = 2000
-    posts_per_token_per_minute: int = 10
-    posts_per_client_per_minute: int = 120
+    posts_per_token_per_minute: int = 20
+    posts_per_client_per_minute: int = 300
     channel_timeout_s: int = 30
     threads: int = 4
 
@@ -137,17 +137,26 @@ def doctor_checks(config):  # type: ignore[no-untyped-def]
     except CsopsError as exc:
         checks.append(Check("surveys", "signing keys", False, str(exc), level="warning"))
     settings: SurveySettings = config.section("surveys")
-    root = config.resolve(config.paths.templates)
-    for rule in settings.rules:
-        for locale in ("en", "zh-CN"):
-            path = root / locale / f"{rule.template_name}.txt.j2"
+    try:
+        from csops.messaging.render import template_locales
+    except ImportError:  # messaging not installed: nothing to check against
+        return checks
+    for name in sorted({r.template_name for r in settings.rules}):
+        for tname in (name, f"{name}_reminder"):
+            locales = template_locales(config, tname)
             checks.append(
                 Check(
                     "surveys",
-                    f"template {rule.template_name} {locale}",
-                    path.exists(),
-                    str(path),
-                    level="warning",
+                    f"template {tname}",
+                    bool(locales)
+                    or (tname.endswith("_reminder") and not settings.reminder_after_days),
+                    ", ".join(locales) or "missing (templates/messages/<name>/<locale>.txt)",
                 )
             )
+    if settings.alert_channel:
+        channels = config.section("channels") or {}
+        ok = settings.alert_channel in channels or settings.alert_channel == "outbox"
+        checks.append(
+            Check("surveys", "alert_channel", ok, f"{settings.alert_channel!r} in [channels]")
+        )
     return checks
