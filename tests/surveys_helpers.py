@@ -57,17 +57,24 @@ def seed_orders(
     with conn:
         for i in range(start, start + n):
             email = f"customer{i}@{domain}"
-            cur = conn.execute(
-                "INSERT INTO customers (email, name, locale, created_at, updated_at) "
+            conn.execute(
+                "INSERT OR IGNORE INTO customers (email, name, locale, created_at, updated_at) "
                 "VALUES (?, ?, ?, '2024-01-01T00:00:00Z', '2024-01-01T00:00:00Z')",
                 (email, f"Customer {i}", locale),
             )
+            (cust_id,) = conn.execute(
+                "SELECT id FROM customers WHERE email = ?", (email,)
+            ).fetchone()
+            (n_orders,) = conn.execute("SELECT COUNT(*) FROM orders").fetchone()
+            number = f"#{1000 + i}"
+            if conn.execute("SELECT 1 FROM orders WHERE number = ?", (number,)).fetchone():
+                number = f"#{5000 + n_orders}"
             cur = conn.execute(
                 "INSERT INTO orders (platform, external_id, number, customer_id, email, status, "
                 "currency, total_minor, created_at, paid_at, shipped_at, delivered_at) "
                 "VALUES ('shopify', ?, ?, ?, ?, 'delivered', 'USD', 2500, "
                 "'2024-04-01T08:00:00Z', '2024-04-01T08:00:00Z', '2024-04-03T08:00:00Z', ?)",
-                (f"ext-{domain}-{i}", f"#{1000 + i}", cur.lastrowid, email, delivered_at),
+                (f"ext-{n_orders + 1}", number, cust_id, email, delivered_at),
             )
             ids.append(cur.lastrowid)
     conn.close()
@@ -133,3 +140,49 @@ LEAK = re.compile(r"Traceback|File \"|/tmp/|/work/|\.py\b|sqlite|SELECT |Error:|
 def assert_no_leak(text: str) -> None:
     m = LEAK.search(text)
     assert m is None, f"response leaks internals: {text[max(0, m.start() - 80) : m.end() + 80]!r}"
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.messages: list[Any] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope):
+        from email import message_from_bytes, policy
+
+        msg = message_from_bytes(envelope.content, policy=policy.default)
+        with self.lock:
+            self.messages.append(msg)
+        return "250 OK"
+
+
+@contextmanager
+def smtp_sink() -> Iterator[_Collect]:
+    """A real SMTP server (aiosmtpd) on loopback collecting every message it accepts."""
+    from aiosmtpd.controller import Controller
+
+    handler = _Collect()
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    handler.port = controller.port  # type: ignore[attr-defined]
+    try:
+        yield handler
+    finally:
+        controller.stop()
+
+
+def use_smtp(ws: Any, port: int, *, alerts: bool = True) -> None:
+    """Survey mail and detractor alerts over SMTP to the sink; no quiet hours, no cap."""
+    ws.replace_config('quiet_hours = "21:00-09:00"', 'quiet_hours = ""')
+    ws.replace_config('cap_period = "2d"', 'cap_period = "0d"')
+    ws.set_config(f'[channels.mail]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {port}\n')
+    extra = 'alert_channel = "mail"\nalert_recipient = "care-team@shop.example"\n' if alerts else ""
+    ws.replace_config("\n[surveys]\n", f'\n[surveys]\nchannel = "mail"\n{extra}')
+
+
+def body_text(msg: Any) -> str:
+    return msg.get_body(("plain",)).get_content()
+
+
+def links_in(msg: Any) -> list[str]:
+    return re.findall(r"https?://[^\s<>\"]+", body_text(msg))

@@ -106,9 +106,7 @@ def test_a_kill_at_each_protocol_point_never_duplicates(workspace, tmp_path, poi
                 assert copies.get(r["message_id"]) == 1
 
 
-def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(
-    workspace, tmp_path, scale
-):
+def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace, tmp_path, scale):
     """AT-01 (small): random SIGKILLs during an SMTP send, re-run after each."""
     n, kills = 300 * scale, 4
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))

@@ -71,8 +71,9 @@ def test_the_smtp_fault_matrix_ends_each_message_in_the_right_state(workspace, t
             codes.append(p.code)
         rows = {
             r["recipient"]: r
-            for r in workspace.query("SELECT recipient, state, attempts, last_error, message_id "
-                                     "FROM outbox")
+            for r in workspace.query(
+                "SELECT recipient, state, attempts, last_error, message_id FROM outbox"
+            )
         }
         copies = sink.copies()
     expect = {"sent": 0, "failed": 0, "unknown": 0}
@@ -102,9 +103,7 @@ def test_the_smtp_fault_matrix_ends_each_message_in_the_right_state(workspace, t
     assert max(copies.values()) == 1
 
 
-def test_a_dropped_connection_after_the_dot_is_unknown_and_the_rest_carries_on(
-    workspace, tmp_path
-):
+def test_a_dropped_connection_after_the_dot_is_unknown_and_the_rest_carries_on(workspace, tmp_path):
     with Sink(tmp_path, drop_every=7) as sink:
         smtp_channel(workspace, sink.port)
         queue(workspace, 50)
