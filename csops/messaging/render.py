@@ -54,7 +54,7 @@ def pick_locale(customer_locale: str | None, config: Any) -> str:
             continue
         norm = cand.replace("_", "-")
         for loc in LOCALES:
-            if norm.lower() == loc.lower() or norm.lower().split("-")[0] == loc.lower():
+            if norm.lower().split("-")[0] == loc.lower().split("-")[0]:
                 return loc
     return "en"
 
@@ -104,7 +104,25 @@ def _environment(dirs: tuple[str, ...], tz: str):
     def autoescape(name: str | None) -> bool:
         return bool(name and name.endswith(".html"))
 
-    env = ImmutableSandboxedEnvironment(
+    class Sandbox(ImmutableSandboxedEnvironment):
+        """No ``str.format``/``format_map`` at all: the classic sandbox-escape door."""
+
+        def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+            if isinstance(obj, str) and attr in ("format", "format_map"):
+                return False
+            return super().is_safe_attribute(obj, attr, value)
+
+        def getattr(self, obj: Any, attribute: str) -> Any:
+            if isinstance(obj, str) and attribute in ("format", "format_map"):
+                return self.unsafe_undefined(obj, attribute)
+            return super().getattr(obj, attribute)
+
+        def getitem(self, obj: Any, argument: Any) -> Any:
+            if isinstance(obj, str) and argument in ("format", "format_map"):
+                return self.unsafe_undefined(obj, str(argument))
+            return super().getitem(obj, argument)
+
+    env = Sandbox(
         loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
         undefined=StrictUndefined,
         autoescape=autoescape,
