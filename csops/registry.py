@@ -23,6 +23,7 @@ REGISTRIES: dict[str, dict[str, str]] = {
     },
     "conversation_sources": {
         "csv": "csops.importers.conversations_csv:SOURCE",
+        "zendesk-csv": "csops.importers.zendesk_csv:SOURCE",
     },
     "channels": {
         "outbox-dir": "csops.messaging.channels.outbox_dir:OutboxDirChannel",

@@ -1,0 +1,93 @@
+"""Pieces both API sources share: the ``--since`` value, API money and times, page rejects."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from csops.errors import UsageError
+from csops.importers.base import FieldError
+from csops.importers.store import OrderStore, PendingReject
+from csops.model import Order, to_minor
+from csops.result import Reject
+from csops.timeutil import iso
+
+
+@dataclass
+class ApiOrder(Order):
+    """An order as APIs give it: they also tell when it was refunded."""
+
+    refunded_at: str | None = None
+
+
+def since_instant(value: str, tz_name: str) -> str:
+    """``--since 2024-04-01`` (midnight in the shop's zone) or an ISO instant → stored ISO."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            dt = datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(tz_name))
+        else:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=ZoneInfo(tz_name))
+    except ValueError:
+        raise UsageError(
+            f"invalid --since {value!r}", expected="YYYY-MM-DD or an ISO 8601 instant"
+        ) from None
+    return iso(dt)  # type: ignore[return-value]
+
+
+def minus(instant: str, delta: timedelta) -> str:
+    dt = datetime.fromisoformat(instant.replace("Z", "+00:00"))
+    return iso(dt - delta)  # type: ignore[return-value]
+
+
+def api_time(value: Any, fld: str, *, naive_utc: bool = False) -> str | None:
+    """An API timestamp (ISO 8601, with offset; or naive UTC for ``*_gmt``) → stored ISO."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str):
+        raise FieldError(fld, f"not a time: {value!r}"[:60], "an ISO 8601 string")
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise FieldError(fld, f"not a time: {value[:40]!r}", "an ISO 8601 string") from None
+    if dt.tzinfo is None:
+        if not naive_utc:
+            raise FieldError(fld, f"time without offset: {value[:40]!r}", "an offset")
+        dt = dt.replace(tzinfo=timezone.utc)
+    return iso(dt)
+
+
+def api_money(value: Any, currency: str, fld: str) -> int:
+    """API money: strings like ``"409.94"`` (numbers tolerated); never through float math."""
+    if value in (None, ""):
+        return 0
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FieldError(fld, f"not an amount: {value!r}"[:60], "a decimal string")
+    try:
+        return to_minor(str(value), currency)
+    except ValueError as exc:
+        raise FieldError(fld, str(exc), "a decimal string") from None
+
+
+def reject_api_order(store: OrderStore, source: str, raw: Any, exc: Exception) -> Reject:
+    """An API record we cannot map: kept in ``rejects`` with the reason, the run goes on."""
+    fld = getattr(exc, "field", None)
+    message = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+    ident = raw.get("id") if isinstance(raw, dict) else None
+    expected = getattr(exc, "expected", None)
+    store.add_reject(
+        PendingReject(
+            file=source,
+            line=None,
+            field=fld,
+            expected=expected,
+            message=f"order {ident}: {message}",
+            raw=json.dumps(raw, ensure_ascii=False, default=str)[:10000],
+        )
+    )
+    return Reject(f"order {ident}: {message}", file=source, field=fld, expected=expected)

@@ -1,0 +1,480 @@
+"""What every file source shares: decode, split rows, check headers, clean cells, group orders.
+
+A file source is a :class:`CsvFormat`: its delimiter and quoting, the headers it needs, how its
+rows group into orders, and ``parse_group`` turning one order's rows into an :class:`Order`.
+:func:`read_orders` streams a file through it and yields orders and rejects, never raising for
+a bad row: a row that cannot be read or parsed becomes a :class:`GroupReject` with its line,
+field and reason. Only a file that is not the format at all raises (:class:`InputError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from dataclasses import field as dc_field
+from datetime import datetime, timezone, tzinfo
+from typing import IO, Any
+
+from csops.csvio import open_text
+from csops.errors import InputError, UsageError
+from csops.model import Order, currency_exponent, to_minor, valid_currency
+from csops.timeutil import iso
+
+Row = dict[str, str]
+
+
+class FieldError(ValueError):
+    """One cell is unusable: which field, what was wrong, what was expected."""
+
+    def __init__(
+        self, field: str, message: str, expected: str | None = None, line: int | None = None
+    ):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.expected = expected
+        self.line = line
+
+
+@dataclass
+class GroupReject:
+    """Rows left out (all rows of one order, or one unreadable record) and why."""
+
+    line: int
+    message: str
+    field: str | None = None
+    expected: str | None = None
+    rows: list[tuple[int, Any]] = dc_field(default_factory=list)  # (line, dict or raw list)
+
+
+@dataclass
+class ParseEnv:
+    """What parsing needs besides the cells: the zone of naive times, fallback currency."""
+
+    tz: tzinfo
+    currency: str
+    field_size_limit: int = 131072
+
+
+@dataclass
+class CsvFormat:
+    """A file layout: how to split it into rows and how rows become orders."""
+
+    name: str
+    platform: str
+    required: tuple[str, ...]
+    parse_group: Callable[[list[tuple[int, Row]], ParseEnv], Order]
+    group_key: Callable[[Row], str]
+    delimiter: str = ","
+    quoting: int = csv.QUOTE_MINIMAL
+    aliases: dict[str, str] = dc_field(default_factory=dict)
+    encoding: str | None = None
+
+
+# ---------------------------------------------------------------- cell cleaning
+
+
+_EXCEL_WRAPPED = re.compile(r'^="(.*)"$', re.S)
+
+
+def unwrap(value: str | None) -> str:
+    """Strip spaces and Excel's text protection ``="123"``; ``None`` becomes ``""``."""
+    if value is None:
+        return ""
+    text = value.strip()
+    m = _EXCEL_WRAPPED.match(text)
+    if m:
+        text = m.group(1).strip()
+    return text
+
+
+def unquote_phone(value: str | None) -> str:
+    """A phone or zip as typed, without the leading ``'`` spreadsheets use to keep it text."""
+    text = unwrap(value)
+    if text.startswith("'"):
+        text = text[1:].strip()
+    return text
+
+
+def normalize_email(value: str | None) -> str | None:
+    text = unwrap(value).lower()
+    if not text or "@" not in text or "*" in text or " " in text:
+        return None
+    return text
+
+
+def normalize_phone(value: str | None) -> str | None:
+    text = unquote_phone(value)
+    digits = "".join(ch for ch in text if ch.isdigit() or ch == "+")
+    if len(digits.lstrip("+")) < 5:
+        return None
+    return digits
+
+
+_TIME_FORMATS = (
+    "%Y-%m-%d %H:%M:%S %z",
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%d %H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%Y/%m/%d %H:%M",
+    "%Y-%m-%d",
+    "%Y/%m/%d",
+)
+
+
+def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
+    """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
+    text = unwrap(value)
+    if not text:
+        return None
+    dt: datetime | None = None
+    if fmt:
+        try:
+            dt = datetime.strptime(text, fmt)
+        except ValueError:
+            raise FieldError(fld, f"not a date/time: {text[:40]!r}", fmt) from None
+    else:
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            for f in _TIME_FORMATS:
+                try:
+                    dt = datetime.strptime(text, f)
+                    break
+                except ValueError:
+                    continue
+    if dt is None:
+        raise FieldError(fld, f"not a date/time: {text[:40]!r}", "YYYY-MM-DD HH:MM:SS[ ±HHMM]")
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=env.tz)
+    if not 1990 <= dt.year <= 2100:
+        raise FieldError(fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100")
+    return iso(dt.astimezone(timezone.utc))
+
+
+_AMOUNT = re.compile(r"^[-+]?[¥$€£￥]?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(元)?$")
+_COMMA_AMOUNT = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
+MAX_MINOR = 10**15
+
+
+def parse_money(
+    value: str, currency: str, fld: str, *, blank: int | None = 0, decimal_comma: bool = False
+) -> int:
+    """An amount cell → integer minor units of ``currency``; refuses ``1.234,56`` in a dot file."""
+    text = unwrap(value)
+    if not text:
+        if blank is None:
+            raise FieldError(fld, "empty amount", "an amount like 12.50")
+        return blank
+    if decimal_comma:
+        if not _COMMA_AMOUNT.match(text):
+            raise FieldError(fld, f"not an amount: {text[:40]!r}", "an amount like 1.234,56")
+        text = text.replace(".", "").replace(",", ".")
+    elif not _AMOUNT.match(text):
+        raise FieldError(fld, f"not an amount: {text[:40]!r}", "an amount like 1234.50")
+    try:
+        minor = to_minor(text.replace("元", ""), currency)
+    except ValueError as exc:
+        raise FieldError(
+            fld, str(exc), f"at most {currency_exponent(currency)} decimals for {currency}"
+        ) from None
+    if abs(minor) >= MAX_MINOR:
+        raise FieldError(fld, f"absurd amount: {text[:40]!r}", "an amount below 10^13")
+    return minor
+
+
+def parse_quantity(value: str, fld: str, *, blank: int | None = None) -> int:
+    text = unwrap(value)
+    if not text and blank is not None:
+        return blank
+    if not text.isdigit() or not text.isascii():
+        raise FieldError(fld, f"not a quantity: {text[:40]!r}", "a whole number ≥ 0")
+    qty = int(text)
+    if qty > 1_000_000:
+        raise FieldError(fld, f"absurd quantity: {text[:40]!r}", "at most 1000000")
+    return qty
+
+
+def parse_currency(value: str, fld: str, default: str) -> str:
+    text = unwrap(value).upper() or default
+    if not valid_currency(text):
+        raise FieldError(fld, f"unknown currency {text[:10]!r}", "an ISO 4217 code like USD")
+    return text
+
+
+def require(row: Row, name: str) -> str:
+    text = unwrap(row.get(name))
+    if not text:
+        raise FieldError(name, "empty", "a value")
+    return text
+
+
+def clean_text(value: str | None, limit: int = 500) -> str | None:
+    """Free text (names, titles) as given, trimmed; None when blank."""
+    text = unwrap(value)
+    return text[:limit] if text else None
+
+
+# ---------------------------------------------------------------- reading files
+
+
+class EncodingMismatch(UsageError):
+    """The bytes are not in the encoding we read them with (exit 2, nothing of the rest read)."""
+
+    code = "bad_encoding"
+
+
+def open_source(binary: IO[bytes], encoding: str | None) -> tuple[IO[str], str]:
+    """Decode a stream, detecting UTF-8 (BOM or not), UTF-16 with BOM or GB18030."""
+    try:
+        text, enc = open_text(binary, encoding)
+    except LookupError:
+        raise UsageError(
+            f"unknown encoding {encoding!r}", expected="utf-8, utf-8-sig, gb18030, gbk, utf-16"
+        ) from None
+    return text, enc
+
+
+def _canonical(header: list[str], fmt: CsvFormat) -> list[str]:
+    out = []
+    for h in header:
+        name = h.replace("\ufeff", "").strip()
+        out.append(fmt.aliases.get(name, name))
+    return out
+
+
+def check_header(header: list[str], fmt: CsvFormat, file: str) -> None:
+    missing = [h for h in fmt.required if h not in header]
+    if missing:
+        shown = ", ".join(h for h in header[:8] if h) or "nothing"
+        if len(shown) > 160:
+            shown = shown[:160] + " …"
+        elif len(header) > 8:
+            shown += " …"
+        raise InputError(
+            f"not a file in the {fmt.name} format: missing column(s) {', '.join(missing)}; "
+            f"found {shown}",
+            file=file,
+            line=1,
+            expected="columns " + ", ".join(fmt.required),
+            code="missing_column",
+        )
+
+
+class _Splitter:
+    """Cut decoded text into records (one or more physical lines), tracking line numbers.
+
+    A record continues onto the next line while a quoted field is open (an odd number of ``"``
+    so far). A quote left open past ``limit`` characters or at the end of the file makes the
+    record "unterminated": it is reported alone and reading resumes on its next line, so one
+    stray quote costs one row, not the rest of the file.
+    """
+
+    def __init__(self, text: IO[str], limit: int, quoted: bool) -> None:
+        self.text = text
+        self.limit = limit
+        self.quoted = quoted
+        self.line_no = 0
+        self.pushback: deque[tuple[int, str]] = deque()
+        self.start = 1
+        self.unterminated = False
+
+    def _read(self) -> tuple[int, str] | None:
+        if self.pushback:
+            return self.pushback.popleft()
+        s = self.text.readline()
+        if not s:
+            return None
+        self.line_no += 1
+        return self.line_no, s
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            first = self._read()
+            if first is None:
+                return
+            self.start, s = first
+            self.unterminated = False
+            if not self.quoted or s.count('"') % 2 == 0:
+                yield s
+                continue
+            taken: list[tuple[int, str]] = []
+            parts, size = [s], len(s)
+            closed = False
+            while size <= self.limit:
+                nxt = self._read()
+                if nxt is None:
+                    break
+                taken.append(nxt)
+                parts.append(nxt[1])
+                size += len(nxt[1])
+                if nxt[1].count('"') % 2 == 1:
+                    closed = True
+                    break
+            if closed and size <= self.limit:
+                yield "".join(parts)
+            else:
+                self.unterminated = True
+                self.pushback.extendleft(reversed(taken))
+                yield "\n"
+
+
+def iter_records(
+    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str
+) -> tuple[list[str], Iterator[tuple[int, Row] | GroupReject]]:
+    """The header and, per record, ``(first line, row by header)`` or a reject for it."""
+    csv.field_size_limit(env.field_size_limit)
+    splitter = _Splitter(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE)
+    delimiter = fmt.delimiter
+
+    def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
+        hint = "gb18030" if enc.lower().startswith("utf") else "utf-8"
+        return EncodingMismatch(
+            f"bytes not valid {enc} ({exc.reason}); pass --encoding {hint} if the file is "
+            f"{'a Chinese (GBK/GB18030)' if hint == 'gb18030' else 'a UTF-8'} export",
+            file=file,
+            line=line,
+            expected=f"text in {enc}",
+        )
+
+    lines = iter(splitter)
+    try:
+        head = next(lines, "")
+    except UnicodeDecodeError as exc:
+        raise decode_failure(exc, 1) from None
+    if (
+        delimiter == ","
+        and "\t" in head
+        and head.count("\t") + 1 >= len(fmt.required)
+        and "," not in head.split("\t")[0]
+    ):
+        delimiter = "\t"  # Excel's "Unicode Text" save (UTF-16) is tab-separated
+    try:
+        raw_header = next(csv.reader([head], delimiter=delimiter, quoting=fmt.quoting), [])
+    except csv.Error as exc:
+        raise InputError(f"cannot read the header: {exc}", file=file, line=1) from None
+    header = _canonical(raw_header, fmt)
+    check_header(header, fmt, file)
+    width = len(header)
+    reader = csv.reader(lines, delimiter=delimiter, quoting=fmt.quoting, strict=True)
+
+    def records() -> Iterator[tuple[int, Row] | GroupReject]:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except UnicodeDecodeError as exc:
+                raise decode_failure(exc, splitter.line_no + 1) from None
+            except csv.Error as exc:
+                msg = str(exc)
+                if "field larger than field limit" in msg:
+                    msg = f"field longer than the limit of {env.field_size_limit} characters"
+                yield GroupReject(
+                    splitter.start, msg, expected="well-formed CSV", rows=[(splitter.start, [])]
+                )
+                continue
+            start = splitter.start
+            if splitter.unterminated:
+                yield GroupReject(
+                    start,
+                    "unterminated quoted field",
+                    expected=f'a closing " within {env.field_size_limit} characters',
+                    rows=[(start, [])],
+                )
+                continue
+            if not values or not any(v.strip() for v in values):
+                continue
+            if len(values) != width:
+                yield GroupReject(
+                    start,
+                    f"{len(values)} columns where the header has {width}",
+                    expected=f"{width} columns",
+                    rows=[(start, values)],
+                )
+                continue
+            row = dict(zip(header, values, strict=True))
+            bad = next((k for k, v in row.items() if "\x00" in v), None)
+            if bad is not None:
+                yield GroupReject(
+                    start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
+                )
+                continue
+            yield start, row
+
+    return header, records()
+
+
+def read_orders(
+    binary: IO[bytes],
+    fmt: CsvFormat,
+    env: ParseEnv,
+    *,
+    file: str,
+    encoding: str | None = None,
+) -> tuple[list[str], Iterator[Order | GroupReject]]:
+    """Stream a file in ``fmt``: its header, then orders and rejects in file order.
+
+    Rows of one order must be consecutive (all platforms write them so); an order whose rows
+    reappear later in the file is rejected rather than silently overwritten.
+    """
+    text, enc = open_source(binary, encoding or fmt.encoding)
+    header, recs = iter_records(text, fmt, env, file, enc)
+
+    def orders() -> Iterator[Order | GroupReject]:
+        seen: set[str] = set()
+        group: list[tuple[int, Row]] = []
+        key: str | None = None
+
+        def finish() -> Order | GroupReject:
+            first = group[0][0]
+            if key in seen:
+                return GroupReject(
+                    first,
+                    f"rows of order {key!r} are not consecutive (seen earlier in the file)",
+                    field=None,
+                    expected="all rows of an order together",
+                    rows=list(group),
+                )
+            seen.add(key)  # type: ignore[arg-type]
+            try:
+                return fmt.parse_group(group, env)
+            except FieldError as exc:
+                return GroupReject(
+                    exc.line or first, exc.message, exc.field, exc.expected, list(group)
+                )
+
+        for rec in recs:
+            if isinstance(rec, GroupReject):
+                yield rec
+                continue
+            line, row = rec
+            try:
+                k = fmt.group_key(row)
+            except FieldError as exc:
+                yield GroupReject(line, exc.message, exc.field, exc.expected, [(line, row)])
+                continue
+            if group and k != key:
+                yield finish()
+                group = []
+            key = k
+            group.append((line, row))
+        if group:
+            yield finish()
+
+    return header, orders()
+
+
+def with_line(rows: list[tuple[int, Row]], fn: Callable[[int, Row], Any]) -> list[Any]:
+    """Apply ``fn`` to each row, tagging a FieldError with the row's line."""
+    out = []
+    for line, row in rows:
+        try:
+            out.append(fn(line, row))
+        except FieldError as exc:
+            exc.line = exc.line or line
+            raise
+    return out

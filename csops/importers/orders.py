@@ -1,0 +1,281 @@
+"""``import orders``: run one source into the store, keep every rejected row, report counts.
+
+File sources stream: rows are decoded, grouped and parsed one order at a time and written in
+batches, so memory stays flat however large the file. Rejected rows go to a rejects CSV (their
+original cells plus ``_line``, ``_field``, ``_reason``) and to the ``rejects`` table; the good
+rows still land and the run ends ``partial`` (exit 3). ``strict`` first checks the whole file
+and imports nothing if any row is bad.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+from zoneinfo import ZoneInfo
+
+from csops import registry
+from csops.csvio import SafeCsvWriter
+from csops.errors import InputError, UsageError
+from csops.importers.base import CsvFormat, GroupReject, ParseEnv, read_orders
+from csops.importers.settings import ImportSettings
+from csops.importers.store import OrderStore, PendingReject
+from csops.result import Reject, Result
+from csops.timeutil import iso
+
+Progress = Callable[[int], None]
+MAX_REPORTED = 100
+
+
+class CountingReader(io.RawIOBase):
+    """A binary stream that tells a progress callback how many bytes were read."""
+
+    def __init__(self, inner: IO[bytes], on_progress: Progress | None) -> None:
+        self.inner = inner
+        self.on_progress = on_progress
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self.count += n
+        if self.on_progress and n:
+            self.on_progress(n)
+        return n
+
+
+class RejectsFile:
+    """The rejects CSV, opened only when the first reject arrives (formula-safe writer)."""
+
+    def __init__(self, path: Path, header: list[str]) -> None:
+        self.path = path
+        self.header = header
+        self._fh: IO[str] | None = None
+        self._writer: SafeCsvWriter | None = None
+
+    def write(self, line: int, raw: Any, fld: str | None, reason: str) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fh = self.path.open("w", encoding="utf-8-sig", newline="")
+            cols = [*self.header, "_line", "_field", "_reason", "_raw"]
+            self._writer = SafeCsvWriter(self._fh, cols)
+        row: dict[str, Any]
+        if isinstance(raw, dict):
+            row = dict(raw)
+        else:
+            values = list(raw or [])
+            row = dict(zip(self.header, values, strict=False)) if len(values) == len(
+                self.header
+            ) else {"_raw": "\t".join(values)[:100000]}
+        row.update({"_line": line, "_field": fld or "", "_reason": reason})
+        self._writer.write(row)
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+
+
+def _open_input(path: str) -> tuple[IO[bytes], str, int | None]:
+    if path == "-":
+        return sys.stdin.buffer, "<stdin>", None
+    p = Path(path)
+    try:
+        fh = p.open("rb")
+    except FileNotFoundError:
+        raise InputError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise InputError("is a folder, not a file", file=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", file=path) from None
+    return fh, path, p.stat().st_size
+
+
+def resolve_format(source: Any, settings: ImportSettings, mapping: str | None) -> CsvFormat:
+    if isinstance(source, CsvFormat):
+        if mapping:
+            raise UsageError("--mapping only applies to --from csv")
+        return source
+    if hasattr(source, "for_mapping"):
+        return source.for_mapping(settings, mapping)
+    raise UsageError("this source reads no file", expected="no PATH argument")
+
+
+def import_orders(
+    ctx: Any,
+    source_name: str,
+    path: str | None,
+    *,
+    since: str | None = None,
+    rejects_path: str | None = None,
+    strict: bool = False,
+    encoding: str | None = None,
+    mapping: str | None = None,
+    on_progress: Progress | None = None,
+    on_size: Callable[[int | None], None] | None = None,
+) -> Result:
+    """Import orders from ``source_name`` (a registry name) and return the counts."""
+    settings: ImportSettings = ctx.config.section("import")
+    source = registry.load("importers", source_name)
+    result = Result(f"import orders --from {source_name}", columns=None)
+    if hasattr(source, "sync"):
+        if path:
+            raise UsageError(f"--from {source_name} reads an API, not a file: drop {path!r}")
+        return _run_api(ctx, source, source_name, settings, since, result)
+    if since:
+        raise UsageError("--since applies to API sources only")
+    if not path:
+        raise UsageError(f"--from {source_name} needs a PATH (or - for stdin)")
+    fmt = resolve_format(source, settings, mapping)
+    env = ParseEnv(
+        tz=ZoneInfo(settings.timezone or ctx.config.shop.timezone),
+        currency=ctx.config.shop.currency,
+        field_size_limit=settings.field_size_limit,
+    )
+    stream, label, size = _open_input(path)
+    if on_size:
+        on_size(size)
+    if strict and not ctx.dry_run:
+        if size is None:  # stdin: spool it so it can be read twice
+            spool = tempfile.TemporaryFile()
+            shutil.copyfileobj(stream, spool)
+            spool.seek(0)
+            stream = spool  # type: ignore[assignment]
+        check = _run_file(ctx, fmt, env, stream, label, source_name, settings, encoding,
+                          None, rejects_path, dry_run=True)
+        if check.rejects:
+            first = check.rejects[0]
+            raise InputError(
+                f"{check.counts.get('rejected', 0)} row(s) rejected, nothing imported "
+                f"(--strict); first: {first}",
+                file=label,
+                code="strict_rejects",
+            )
+        stream.seek(0)
+    try:
+        return _run_file(ctx, fmt, env, stream, label, source_name, settings, encoding,
+                         on_progress, rejects_path, dry_run=ctx.dry_run, result=result)
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _run_file(
+    ctx: Any,
+    fmt: CsvFormat,
+    env: ParseEnv,
+    stream: IO[bytes],
+    label: str,
+    source_name: str,
+    settings: ImportSettings,
+    encoding: str | None,
+    on_progress: Progress | None,
+    rejects_path: str | None,
+    *,
+    dry_run: bool,
+    result: Result | None = None,
+) -> Result:
+    result = result or Result(f"import orders --from {source_name}")
+    now = iso(ctx.now)
+    store = OrderStore(
+        ctx.conn,
+        source=source_name,
+        run_id=ctx.run_id,
+        now=now,
+        dry_run=dry_run,
+        batch_size=settings.batch_size,
+    )
+    counted = CountingReader(stream, on_progress)
+    header, items = read_orders(
+        io.BufferedReader(counted, 1 << 16), fmt, env, file=label, encoding=encoding
+    )
+    if rejects_path:
+        target = Path(rejects_path)
+    else:
+        stamp = ctx.now.strftime("%Y%m%dT%H%M%S")
+        target = ctx.config.resolve(ctx.config.paths.rejects_dir) / (
+            f"import-{source_name}-{stamp}-{ctx.run_id}.csv"
+        )
+    rejects = RejectsFile(target, header)
+    rejected_rows = 0
+    try:
+        for item in items:
+            if isinstance(item, GroupReject):
+                rejected_rows += _reject(item, label, store, rejects, result, write=not dry_run)
+            else:
+                store.add(item)
+        store.flush()
+    finally:
+        rejects.close()
+    result.counts.update(store.counts)
+    result.counts["rejected"] = rejected_rows
+    row: dict[str, Any] = {"source": source_name, "file": label, **result.counts}
+    if rejected_rows and not dry_run:
+        row["rejects_file"] = str(target)
+        result.messages.append(f"rejected rows written to {target}")
+    result.rows = [row]
+    return result
+
+
+def _reject(
+    item: GroupReject, label: str, store: OrderStore, rejects: RejectsFile, result: Result,
+    *, write: bool,
+) -> int:
+    reason = item.message if not item.expected else f"{item.message} (expected {item.expected})"
+    if len(result.rejects) < MAX_REPORTED:
+        result.rejects.append(
+            Reject(item.message, file=label, line=item.line, field=item.field,
+                   expected=item.expected)
+        )
+    rows = item.rows or [(item.line, [])]
+    for line, raw in rows:
+        if write:
+            rejects.write(line, raw, item.field, reason if line == item.line else
+                          f"another row of the same order was rejected (line {item.line})")
+            store.add_reject(
+                PendingReject(
+                    file=label,
+                    line=line,
+                    field=item.field,
+                    expected=item.expected,
+                    message=item.message,
+                    raw=json.dumps(raw, ensure_ascii=False)[:10000] if raw else None,
+                )
+            )
+    return len(rows)
+
+
+def _run_api(
+    ctx: Any,
+    source: Any,
+    source_name: str,
+    settings: ImportSettings,
+    since: str | None,
+    result: Result,
+) -> Result:
+    store = OrderStore(
+        ctx.conn,
+        source=source_name,
+        run_id=ctx.run_id,
+        now=iso(ctx.now),
+        dry_run=ctx.dry_run,
+        batch_size=settings.batch_size,
+    )
+    outcome = source.sync(ctx, store, settings, since)
+    result.counts.update(store.counts)
+    result.counts["rejected"] = len(outcome.rejects)
+    result.counts["pages"] = outcome.pages
+    result.rejects.extend(outcome.rejects[:MAX_REPORTED])
+    result.messages.extend(outcome.messages)
+    if outcome.partial:
+        result.status = "partial"
+    result.rows = [{"source": source_name, **result.counts, "watermark": outcome.watermark}]
+    return result

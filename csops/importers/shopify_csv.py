@@ -1,0 +1,164 @@
+"""``--from shopify-csv``: the Shopify admin "Export orders" CSV (73/78/79-column layouts).
+
+One row per line item; order-level cells only on an order's first row; rows grouped by
+``Name``. Columns are read by name, so every layout generation works. See docs/formats.md.
+"""
+
+from __future__ import annotations
+
+from csops.importers.base import (
+    CsvFormat,
+    FieldError,
+    ParseEnv,
+    Row,
+    clean_text,
+    normalize_email,
+    parse_currency,
+    parse_money,
+    parse_quantity,
+    parse_time,
+    require,
+    unquote_phone,
+    unwrap,
+    with_line,
+)
+from csops.model import Customer, Order, OrderItem
+
+FINANCIAL = {
+    "pending",
+    "authorized",
+    "partially_paid",
+    "paid",
+    "partially_refunded",
+    "refunded",
+    "voided",
+    "expired",
+}
+FULFILLMENT = {"fulfilled", "unfulfilled", "partial", "restocked", ""}
+
+REQUIRED = (
+    "Name",
+    "Email",
+    "Financial Status",
+    "Fulfillment Status",
+    "Currency",
+    "Total",
+    "Created at",
+    "Lineitem quantity",
+    "Lineitem name",
+    "Lineitem price",
+)
+ALIASES = {
+    "Canceled at": "Cancelled at",
+    "Lineitem SKU": "Lineitem sku",
+    "Lineitem compare-at price": "Lineitem compare at price",
+}
+
+
+def map_status(financial: str, fulfillment: str, cancelled: bool) -> str:
+    """Shopify's two statuses (+ a cancellation) → one normalized status; docs/formats.md."""
+    if financial == "refunded":
+        return "refunded"
+    if cancelled or financial == "voided":
+        return "cancelled"
+    if financial == "partially_refunded":
+        return "partially_refunded"
+    if fulfillment in ("fulfilled", "partial"):
+        return "shipped"
+    if financial in ("paid", "partially_paid", "authorized"):
+        return "paid"
+    return "pending"
+
+
+def _key(row: Row) -> str:
+    return require(row, "Name")
+
+
+def _item(currency: str, index: int) -> object:
+    def parse(line: int, row: Row) -> OrderItem:
+        qty = parse_quantity(row.get("Lineitem quantity", ""), "Lineitem quantity")
+        price = parse_money(row.get("Lineitem price", ""), currency, "Lineitem price", blank=None)
+        if price < 0:
+            raise FieldError("Lineitem price", "negative price", "an amount ≥ 0")
+        discount = parse_money(row.get("Lineitem discount", ""), currency, "Lineitem discount")
+        return OrderItem(
+            line_no=0,
+            sku=clean_text(row.get("Lineitem sku"), 200),
+            name=clean_text(row.get("Lineitem name")),
+            quantity=qty,
+            unit_price_minor=price,
+            total_minor=price * qty - discount,
+        )
+
+    return parse
+
+
+def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
+    line, first = rows[0]
+    financial = unwrap(first.get("Financial Status")).lower()
+    if not financial and not unwrap(first.get("Currency")):
+        raise FieldError(
+            "Financial Status",
+            "order starts with a continuation row (order-level cells are blank)",
+            "the order's first row with its totals",
+            line,
+        )
+    if financial not in FINANCIAL:
+        raise FieldError(
+            "Financial Status", f"unknown status {financial[:30]!r}", ", ".join(sorted(FINANCIAL))
+        )
+    fulfillment = unwrap(first.get("Fulfillment Status")).lower()
+    if fulfillment not in FULFILLMENT:
+        raise FieldError(
+            "Fulfillment Status",
+            f"unknown status {fulfillment[:30]!r}",
+            ", ".join(sorted(FULFILLMENT - {""})),
+        )
+    currency = parse_currency(first.get("Currency", ""), "Currency", "")
+    created = parse_time(first.get("Created at", ""), env, "Created at")
+    if created is None:
+        raise FieldError("Created at", "empty", "the order's creation time")
+    cancelled = parse_time(first.get("Cancelled at", ""), env, "Cancelled at")
+    items = with_line(rows, _item(currency, 0))  # type: ignore[arg-type]
+    for n, item in enumerate(items, 1):
+        item.line_no = n
+    fulfilled_at = parse_time(first.get("Fulfilled at", ""), env, "Fulfilled at")
+    name = clean_text(first.get("Billing Name")) or clean_text(first.get("Shipping Name"))
+    phone = (
+        unquote_phone(first.get("Phone"))
+        or unquote_phone(first.get("Billing Phone"))
+        or unquote_phone(first.get("Shipping Phone"))
+    )
+    number = _key(first)
+    order_id = unwrap(first.get("Id")) or number
+    return Order(
+        platform="shopify",
+        external_id=order_id,
+        number=number,
+        status=map_status(financial, fulfillment, cancelled is not None),
+        currency=currency,
+        created_at=created,
+        customer=Customer(email=normalize_email(first.get("Email")), phone=phone or None, name=name),
+        subtotal_minor=parse_money(first.get("Subtotal", ""), currency, "Subtotal"),
+        shipping_minor=parse_money(first.get("Shipping", ""), currency, "Shipping"),
+        tax_minor=parse_money(first.get("Taxes", ""), currency, "Taxes"),
+        discount_minor=parse_money(first.get("Discount Amount", ""), currency, "Discount Amount"),
+        total_minor=parse_money(first.get("Total", ""), currency, "Total", blank=None),
+        refunded_minor=parse_money(first.get("Refunded Amount", ""), currency, "Refunded Amount"),
+        paid_at=parse_time(first.get("Paid at", ""), env, "Paid at"),
+        shipped_at=fulfilled_at if fulfillment in ("fulfilled", "partial") else None,
+        delivered_at=None,  # the export has no delivery date (docs/formats.md)
+        cancelled_at=cancelled,
+        tags=clean_text(first.get("Tags")),
+        items=items,
+    )
+
+
+SOURCE = CsvFormat(
+    name="shopify-csv",
+    platform="shopify",
+    required=REQUIRED,
+    aliases=ALIASES,
+    parse_group=parse_group,
+    group_key=_key,
+)

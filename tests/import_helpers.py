@@ -1,0 +1,385 @@
+"""Helpers for the import tests: platform files in their real layouts and loopback API servers."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import random
+import socket
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlparse
+
+SAMPLES = Path(__file__).resolve().parent.parent / "scripts" / "samples"
+SHOPIFY_HEADER = (SAMPLES / "shopify_orders_export.csv").read_text("utf-8").splitlines()[0]
+SHOPIFY_COLUMNS = SHOPIFY_HEADER.split(",")
+SHOPIFY_73 = [
+    c
+    for c in SHOPIFY_COLUMNS
+    if c
+    not in ("Outstanding Balance", "Employee", "Location", "Device ID", "Payment ID",
+            "Payment References")
+]
+TAOBAO_COLUMNS = (
+    (SAMPLES / "taobao_orders_export.csv").read_bytes().decode("gb18030").splitlines()[0].split(",")
+)
+
+
+# ------------------------------------------------------------------ generated orders
+
+
+@dataclass
+class GenItem:
+    sku: str
+    name: str
+    quantity: int
+    price_minor: int
+
+
+@dataclass
+class GenOrder:
+    number: str
+    id: int
+    email: str
+    name: str
+    created: datetime
+    currency: str
+    financial: str
+    fulfillment: str
+    items: list[GenItem]
+    shipping_minor: int = 0
+    cancelled: datetime | None = None
+    refunded_minor: int = 0
+    fulfilled: datetime | None = None
+
+    @property
+    def subtotal_minor(self) -> int:
+        return sum(i.price_minor * i.quantity for i in self.items)
+
+    @property
+    def total_minor(self) -> int:
+        return self.subtotal_minor + self.shipping_minor
+
+
+def money(minor: int, exp: int = 2) -> str:
+    return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp)))
+
+
+def gen_orders(n: int, seed: int = 1, *, start: int = 1001) -> list[GenOrder]:
+    rng = random.Random(seed)
+    base = datetime(2024, 3, 1, 8, 0, tzinfo=timezone(timedelta(hours=-5)))
+    out = []
+    for k in range(n):
+        created = base + timedelta(minutes=37 * k)
+        items = [
+            GenItem(f"SKU-{rng.randrange(100)}", rng.choice(["Mug", 'Towel, "big"', "Candle\nTall",
+                                                              "茶巾", "=1+1"]),
+                    rng.randint(1, 4), rng.randrange(0, 20000))
+            for _ in range(rng.choice([1, 1, 2, 3]))
+        ]
+        kind = rng.random()
+        financial, fulfillment, cancelled, refunded, fulfilled = "paid", "fulfilled", None, 0, None
+        if kind < 0.1:
+            financial, fulfillment, cancelled = "voided", "unfulfilled", created + timedelta(hours=2)
+        elif kind < 0.2:
+            financial = "refunded"
+        elif kind < 0.3:
+            financial = "partially_refunded"
+        elif kind < 0.4:
+            financial, fulfillment = "pending", "unfulfilled"
+        if fulfillment == "fulfilled":
+            fulfilled = created + timedelta(days=1)
+        o = GenOrder(
+            number=f"#{start + k}",
+            id=9_000_000 + start + k,
+            email=f"buyer{k % 50}@example.com",
+            name=rng.choice(["Ana", "O'Neil, Jr.", "王小鹿", "=HYPERLINK(\"x\")"]),
+            created=created,
+            currency="USD",
+            financial=financial,
+            fulfillment=fulfillment,
+            items=items,
+            shipping_minor=rng.choice([0, 650]),
+            cancelled=cancelled,
+            fulfilled=fulfilled,
+        )
+        if financial == "refunded":
+            o.refunded_minor = o.total_minor
+        elif financial == "partially_refunded":
+            o.refunded_minor = o.total_minor // 3
+        out.append(o)
+    return out
+
+
+def shopify_ts(dt: datetime | None) -> str:
+    return dt.strftime("%Y-%m-%d %H:%M:%S %z") if dt else ""
+
+
+def shopify_rows(orders: Iterable[GenOrder], columns: list[str] = SHOPIFY_COLUMNS):
+    for o in orders:
+        for i, item in enumerate(o.items):
+            r = dict.fromkeys(columns, "")
+            r.update(
+                {
+                    "Name": o.number,
+                    "Email": o.email,
+                    "Created at": shopify_ts(o.created),
+                    "Lineitem quantity": str(item.quantity),
+                    "Lineitem name": item.name,
+                    "Lineitem price": money(item.price_minor),
+                    "Lineitem sku": item.sku,
+                    "Lineitem discount": "0.00",
+                }
+            )
+            if i == 0:
+                r.update(
+                    {
+                        "Financial Status": o.financial,
+                        "Fulfillment Status": o.fulfillment,
+                        "Fulfilled at": shopify_ts(o.fulfilled),
+                        "Paid at": shopify_ts(o.created) if o.financial != "pending" else "",
+                        "Currency": o.currency,
+                        "Subtotal": money(o.subtotal_minor),
+                        "Shipping": money(o.shipping_minor),
+                        "Taxes": "0.00",
+                        "Total": money(o.total_minor),
+                        "Discount Amount": "0.00",
+                        "Billing Name": o.name,
+                        "Cancelled at": shopify_ts(o.cancelled),
+                        "Refunded Amount": money(o.refunded_minor),
+                        "Id": str(o.id),
+                    }
+                )
+            yield {k: r[k] for k in columns}
+
+
+def write_shopify(path: Path, orders: Iterable[GenOrder], columns: list[str] = SHOPIFY_COLUMNS,
+                  *, encoding: str = "utf-8") -> Path:
+    with path.open("w", encoding=encoding, newline="") as fh:
+        w = csv.DictWriter(fh, columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(shopify_rows(orders, columns))
+    return path
+
+
+def taobao_text(n: int, *, with_astral: bool = True, seed: int = 3) -> str:
+    """A 54-column 订单报表 with Chinese names/titles, ``="…"`` ids, ``'`` phones."""
+    rng = random.Random(seed)
+    names = ["小鹿乱撞", "tb_咖啡不加糖", "晴天", "阿杰"] + (["𠮷野家"] if with_astral else ["吉野家"])
+    statuses = ["交易成功", "卖家已发货，等待买家确认", "买家已付款，等待卖家发货", "等待买家付款"]
+    lines = [",".join(TAOBAO_COLUMNS)]
+    for k in range(n):
+        r = dict.fromkeys(TAOBAO_COLUMNS, "")
+        goods = rng.randrange(100, 100000)
+        r.update(
+            {
+                "订单编号": f'="{3861220470000000000 + k}"',
+                "买家会员名": names[k % len(names)],
+                "买家应付货款": money(goods),
+                "买家应付邮费": "0.00",
+                "总金额": money(goods),
+                "买家实际支付金额": money(goods),
+                "订单状态": statuses[k % len(statuses)],
+                "收货人姓名": names[(k + 1) % len(names)],
+                "联系手机": f"'1380000{k:04d}",
+                "订单创建时间": f'="2024-04-{1 + k % 28:02d} 10:{k % 60:02d}:00"',
+                "宝贝标题 ": "亚麻餐巾 鼠尾草绿",
+                "宝贝种类 ": "1",
+                "宝贝总数量": "1",
+                "退款金额": "0.00",
+            }
+        )
+        lines.append(",".join(r[c] for c in TAOBAO_COLUMNS))
+    return "\r\n".join(lines) + "\r\n"
+
+
+# ------------------------------------------------------------------ loopback Shopify API
+
+
+def iso_z(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shopify_api_order(k: int, updated: datetime) -> dict[str, Any]:
+    created = datetime(2024, 3, 1, tzinfo=timezone.utc) + timedelta(minutes=k)
+    return {
+        "id": 5_000_000 + k,
+        "name": f"#{1000 + k}",
+        "email": f"api{k % 40}@Example.com",
+        "created_at": created.isoformat(),
+        "updated_at": updated.isoformat(),
+        "processed_at": created.isoformat(),
+        "cancelled_at": None,
+        "financial_status": "paid",
+        "fulfillment_status": None,
+        "currency": "USD",
+        "subtotal_price": "20.00",
+        "total_price": "26.50",
+        "total_tax": "0.00",
+        "total_discounts": "0.00",
+        "shipping_lines": [{"price": "6.50"}],
+        "customer": {"id": 70 + k % 40, "first_name": "Api", "last_name": f"Buyer{k % 40}"},
+        "line_items": [{"sku": "MUG", "name": "Mug", "quantity": 2, "price": "10.00",
+                        "total_discount": "0.00"}],
+        "fulfillments": [],
+        "refunds": [],
+    }
+
+
+class QuietServer(ThreadingHTTPServer):
+    """Clients that hang up mid-answer (timeouts, kills) are expected here: no noise."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
+
+@dataclass
+class ShopifyServer:
+    """A loopback Admin REST ``orders.json`` with keyset ``page_info`` cursors and faults."""
+
+    token: str = "shpat_test_token_value"
+    page_size: int = 250
+    orders: dict[int, dict[str, Any]] = field(default_factory=dict)
+    faults: dict[int, list[str]] = field(default_factory=dict)  # page -> ["429:2", "503", …]
+    log: list[dict[str, Any]] = field(default_factory=list)
+    stall_event: threading.Event = field(default_factory=threading.Event)
+    hold_page: int | None = None  # requests for this page stall until released
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> str:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.handle(self)
+
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.base
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def set_order(self, k: int, updated: datetime) -> None:
+        self.orders[k] = shopify_api_order(k, updated)
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        url = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        if "page_info" in q:
+            state = json.loads(base64.urlsafe_b64decode(q["page_info"]))
+        else:
+            state = {"min": q.get("updated_at_min"), "after": None, "n": 1}
+        page = state["n"]
+        entry = {"t": time.monotonic(), "page": page, "query": q, "path": url.path}
+        self.log.append(entry)
+        if h.headers.get("X-Shopify-Access-Token") != self.token:
+            return self._send(h, 401, {"errors": "[API] Invalid API key or access token"})
+        pending = self.faults.get(page) or []
+        if pending:
+            fault = pending.pop(0)
+            entry["fault"] = fault
+            kind, _, arg = fault.partition(":")
+            if kind == "429":
+                return self._send(h, 429, {"errors": "Exceeded 2 calls per second"},
+                                  {"Retry-After": arg or "2.0"})
+            if kind == "503":
+                return self._send(h, 503, {"errors": "unavailable"})
+            if kind == "stall":
+                time.sleep(float(arg))
+            if kind == "reset":
+                body = self._page_body(state)[0]
+                h.send_response(200)
+                h.send_header("Content-Type", "application/json")
+                h.send_header("Content-Length", str(len(body)))
+                h.end_headers()
+                h.wfile.write(body[: len(body) // 2])
+                h.wfile.flush()
+                h.connection.shutdown(socket.SHUT_RDWR)
+                return None
+        if self.hold_page is not None and page == self.hold_page:
+            self.stall_event.set()
+            self.release.wait(60)
+        body, link = self._page_body(state)
+        headers = {"X-Shopify-Shop-Api-Call-Limit": "1/40"}
+        if link:
+            headers["Link"] = link
+        return self._send(h, 200, None, headers, raw=body)
+
+    def _page_body(self, state: dict[str, Any]) -> tuple[bytes, str | None]:
+        rows = sorted(self.orders.values(), key=lambda o: (_utc(o["updated_at"]), o["id"]))
+        if state["min"]:
+            lo = _utc(state["min"])
+            rows = [o for o in rows if _utc(o["updated_at"]) >= lo]
+        if state["after"]:
+            a_t, a_id = state["after"]
+            rows = [o for o in rows if (_utc(o["updated_at"]), o["id"]) > (a_t, a_id)]
+        chunk = rows[: self.page_size]
+        link = None
+        if len(rows) > self.page_size:
+            last = chunk[-1]
+            token = base64.urlsafe_b64encode(
+                json.dumps(
+                    {"min": state["min"], "after": [_utc(last["updated_at"]), last["id"]],
+                     "n": state["n"] + 1}
+                ).encode()
+            ).decode()
+            link = (f'<{self.base}/admin/api/2024-01/orders.json?'
+                    f'{urlencode({"limit": self.page_size, "page_info": token})}>; rel="next"')
+        return json.dumps({"orders": chunk}).encode(), link
+
+    @staticmethod
+    def _send(h: BaseHTTPRequestHandler, status: int, payload: Any,
+              headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+        body = raw if raw is not None else json.dumps(payload).encode()
+        h.send_response(status)
+        h.send_header("Content-Type", "application/json")
+        h.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        h.end_headers()
+        h.wfile.write(body)
+
+
+def _utc(value: str) -> str:
+    return iso_z(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+def shopify_config(base: str, *, read_timeout: float = 2, cap: float = 10) -> str:
+    return (
+        "[import]\n"
+        f"read_timeout = {read_timeout}\n"
+        "connect_timeout = 2\n"
+        f"retry_after_cap = {cap}\n"
+        "batch_size = 200\n"
+        "[import.shopify]\n"
+        f'base_url = "{base}"\n'
+        'access_token_env = "CSOPS_TEST_SHOPIFY_TOKEN"\n'
+        "page_size = 250\n"
+    )
+
+
+def csv_text(rows: list[dict[str, str]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()

@@ -1,0 +1,219 @@
+"""Shopify Admin REST import against a real HTTP server on loopback (AT-05, AT-18, AT-19)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from import_helpers import ShopifyServer, shopify_config
+
+T0 = datetime(2024, 4, 1, tzinfo=timezone.utc)
+TOKEN_ENV = {"CSOPS_TEST_SHOPIFY_TOKEN": "shpat_test_token_value"}
+
+
+@pytest.fixture
+def shop():
+    server = ShopifyServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+def fill(server: ShopifyServer, n: int, start: int = 0) -> None:
+    for k in range(start, start + n):
+        server.set_order(k, T0 + timedelta(seconds=30 * k))
+
+
+def db_orders(ws) -> dict[str, dict]:
+    return {
+        r["external_id"]: r
+        for r in ws.query("SELECT external_id, status, total_minor, updated_at FROM orders")
+    }
+
+
+def test_several_pages_import_every_order_once_with_items_and_customers(workspace, shop):
+    fill(shop, 620)
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 620
+    assert [e["page"] for e in shop.log] == [1, 2, 3]
+    first = shop.log[0]["query"]
+    assert first["status"] == "any" and first["limit"] == "250"
+    assert "updated_at_min" not in first
+    assert "page_info" in shop.log[1]["query"] and "status" not in shop.log[1]["query"]
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 620
+    assert workspace.query("SELECT count(*) n FROM order_items")[0]["n"] == 620
+    assert workspace.query("SELECT count(*) n FROM customers")[0]["n"] == 40
+    row = workspace.query("SELECT * FROM orders WHERE external_id = '5000007'")[0]
+    assert (row["number"], row["total_minor"], row["shipping_minor"], row["email"]) == (
+        "#1007", 2650, 650, "api7@example.com")
+
+
+def test_faults_are_retried_within_fifteen_requests_and_429_waits_retry_after(workspace, shop):
+    """AT-18 scenario 1: 429 twice, a 503, a reset mid-body and a stall past the read timeout."""
+    fill(shop, 2500)
+    shop.faults = {3: ["429:2", "429:2"], 6: ["503"], 8: ["reset"], 9: ["stall:3"]}
+    workspace.set_config(shopify_config(shop.base, read_timeout=1))
+    start = time.monotonic()
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV,
+                      timeout=60)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 2500
+    assert len(shop.log) <= 15
+    page3 = [e["t"] for e in shop.log if e["page"] == 3]
+    assert len(page3) == 3
+    assert page3[1] - page3[0] >= 1.9 and page3[2] - page3[1] >= 1.9
+    assert workspace.query("SELECT count(DISTINCT external_id) n, count(*) c FROM orders")[0] == {
+        "n": 2500, "c": 2500}
+    assert time.monotonic() - start < 40
+
+
+def test_a_retry_after_above_the_cap_stops_with_the_cursor_saved_and_exit_3(workspace, shop):
+    """AT-18 scenario 2: no sleeping for a day inside cron."""
+    fill(shop, 1000)
+    shop.faults = {4: ["429:86400"]}
+    workspace.set_config(shopify_config(shop.base))
+    start = time.monotonic()
+    p = workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV, timeout=60)
+    assert time.monotonic() - start < 30
+    assert p.code == 3, p.stderr
+    assert "86400" in p.stderr and "run again after" in p.stderr
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 750
+    cursor = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])
+    newest_committed = max(r["updated_at"] for r in shop.orders.values()
+                           if r["id"] - 5_000_000 < 750)
+    assert cursor["watermark"] < newest_committed.replace("+00:00", "Z")
+
+
+def test_a_refused_token_exits_1_naming_the_variable_without_its_value(workspace, shop):
+    """AT-18 scenario 3 (and AT-29: the token never appears)."""
+    fill(shop, 10)
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api",
+                      env={"CSOPS_TEST_SHOPIFY_TOKEN": "shpat_wrong_secret_value"})
+    assert p.code == 1
+    assert "CSOPS_TEST_SHOPIFY_TOKEN" in p.stderr
+    assert "shpat_wrong_secret_value" not in p.stderr + p.stdout
+    assert len(shop.log) == 1
+    runs = workspace.query("SELECT args, summary FROM runs")
+    assert "shpat_wrong_secret_value" not in json.dumps(runs)
+
+
+def test_a_missing_token_variable_is_a_config_error(workspace, shop):
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api")
+    assert p.code == 2
+    assert "CSOPS_TEST_SHOPIFY_TOKEN" in p.stderr
+    assert shop.log == []
+
+
+def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
+    """AT-05 at a small count: 12 pages × 25, kill while page 6 is in flight."""
+    shop.page_size = 25
+    fill(shop, 300)
+    shop.hold_page = 6
+    workspace.set_config(shopify_config(shop.base).replace("page_size = 250", "page_size = 25"))
+    proc = workspace.popen("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+    try:
+        assert shop.stall_event.wait(30), "page 6 never requested"
+        time.sleep(0.3)
+        # the cursor never points past committed data
+        mark = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])[
+            "watermark"]
+        have = {r["external_id"] for r in workspace.query("SELECT external_id FROM orders")}
+        for o in shop.orders.values():
+            if o["updated_at"].replace("+00:00", "Z") <= mark:
+                assert str(o["id"]) in have
+        assert len(have) == 125
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    shop.hold_page = None
+    shop.release.set()
+    later = T0 + timedelta(days=2)
+    for k in range(0, 125, 3)[:40]:  # orders already imported change on the server
+        shop.orders[k]["total_price"] = "99.00"
+        shop.orders[k]["updated_at"] = (later + timedelta(seconds=k)).isoformat()
+    fill(shop, 10, start=300)
+    for k in range(300, 310):
+        shop.orders[k]["updated_at"] = (later + timedelta(minutes=5, seconds=k)).isoformat()
+    before = len(shop.log)
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    first = shop.log[before]["query"]
+    assert first["updated_at_min"] and first["updated_at_min"] <= mark
+    assert first["updated_at_min"] > "2024-04-01T00:00:00"  # not a full resync
+    rows = db_orders(workspace)
+    assert len(rows) == 310
+    for o in shop.orders.values():
+        assert rows[str(o["id"])]["total_minor"] == int(o["total_price"].replace(".", ""))
+
+
+def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(
+    workspace, shop
+):
+    """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
+    fill(shop, 200)
+    workspace.set_config(shopify_config(shop.base))
+    assert workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV).code == 0
+    mark = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])["watermark"]
+    t = datetime.fromisoformat(mark.replace("Z", "+00:00"))
+    for k in range(0, 30):
+        shop.orders[k]["total_price"] = "77.00"
+        shop.orders[k]["updated_at"] = (t + timedelta(hours=1, seconds=k)).isoformat()
+    for k in range(200, 205):
+        shop.set_order(k, t)
+    for k in range(205, 208):
+        shop.set_order(k, t - timedelta(minutes=2))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 8 and p.json()[0]["updated"] == 30
+    rows = db_orders(workspace)
+    assert len(rows) == 208
+    assert all(rows[str(5_000_000 + k)]["total_minor"] == 7700 for k in range(30))
+    changes = workspace.query("SELECT total_changes() n")  # noqa: F841 (separate connection)
+    p2 = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p2.code == 0
+    out = p2.json()[0]
+    assert out["inserted"] == 0 and out["updated"] == 0
+
+
+def test_fulfillments_and_refunds_map_to_shipped_delivered_and_refunded(workspace, shop):
+    fill(shop, 3)
+    o0, o1, o2 = shop.orders[0], shop.orders[1], shop.orders[2]
+    o0["fulfillment_status"] = "fulfilled"
+    o0["fulfillments"] = [{"created_at": "2024-03-02T10:00:00-05:00", "shipment_status": "in_transit",
+                           "updated_at": "2024-03-02T10:00:00-05:00"}]
+    o1["fulfillment_status"] = "fulfilled"
+    o1["fulfillments"] = [{"created_at": "2024-03-02T10:00:00Z", "shipment_status": "delivered",
+                           "updated_at": "2024-03-04T09:30:00Z"}]
+    o2["financial_status"] = "partially_refunded"
+    o2["refunds"] = [{"created_at": "2024-03-05T00:00:00Z", "transactions": [
+        {"kind": "refund", "status": "success", "amount": "5.25"},
+        {"kind": "refund", "status": "failure", "amount": "9.00"}]}]
+    workspace.set_config(shopify_config(shop.base))
+    assert workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV).code == 0
+    rows = {r["number"]: r for r in workspace.query("SELECT * FROM orders")}
+    assert (rows["#1000"]["status"], rows["#1000"]["shipped_at"]) == ("shipped",
+                                                                      "2024-03-02T15:00:00Z")
+    assert (rows["#1001"]["status"], rows["#1001"]["delivered_at"]) == ("delivered",
+                                                                       "2024-03-04T09:30:00Z")
+    assert (rows["#1002"]["status"], rows["#1002"]["refunded_minor"],
+            rows["#1002"]["refunded_at"]) == ("partially_refunded", 525, "2024-03-05T00:00:00Z")
+
+
+def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
+    fill(shop, 30)
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--dry-run", "--json",
+                      env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 30
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
+    assert workspace.query("SELECT count(*) n FROM sync_state")[0]["n"] == 0
