@@ -100,3 +100,18 @@ def surveys_serve(host: str, port: int) -> None:
         pass
     finally:
         server.csops_app.alerts.stop()
+
+
+@surveys.command(name="summary")
+@click.option("--days", type=click.IntRange(min=1), help="Only answers of the last N days.")
+@output_options
+def surveys_summary(days: int | None, fmt: str | None) -> None:
+    """CSAT (% of answers 4–5) and NPS (% 9–10 minus % 0–6) from the recorded answers.
+
+    \b
+    Example:
+      csops surveys summary --days 30 --table
+    """
+    from csops.surveys.summary import summarize
+
+    run_job("surveys summary", lambda ctx: summarize(ctx, days=days), fmt=fmt, lock=False)
