@@ -26,8 +26,14 @@ SHOPIFY_73 = [
     c
     for c in SHOPIFY_COLUMNS
     if c
-    not in ("Outstanding Balance", "Employee", "Location", "Device ID", "Payment ID",
-            "Payment References")
+    not in (
+        "Outstanding Balance",
+        "Employee",
+        "Location",
+        "Device ID",
+        "Payment ID",
+        "Payment References",
+    )
 ]
 TAOBAO_COLUMNS = (
     (SAMPLES / "taobao_orders_export.csv").read_bytes().decode("gb18030").splitlines()[0].split(",")
@@ -81,15 +87,22 @@ def gen_orders(n: int, seed: int = 1, *, start: int = 1001) -> list[GenOrder]:
     for k in range(n):
         created = base + timedelta(minutes=37 * k)
         items = [
-            GenItem(f"SKU-{rng.randrange(100)}", rng.choice(["Mug", 'Towel, "big"', "Candle\nTall",
-                                                              "茶巾", "=1+1"]),
-                    rng.randint(1, 4), rng.randrange(0, 20000))
+            GenItem(
+                f"SKU-{rng.randrange(100)}",
+                rng.choice(["Mug", 'Towel, "big"', "Candle\nTall", "茶巾", "=1+1"]),
+                rng.randint(1, 4),
+                rng.randrange(0, 20000),
+            )
             for _ in range(rng.choice([1, 1, 2, 3]))
         ]
         kind = rng.random()
         financial, fulfillment, cancelled, refunded, fulfilled = "paid", "fulfilled", None, 0, None
         if kind < 0.1:
-            financial, fulfillment, cancelled = "voided", "unfulfilled", created + timedelta(hours=2)
+            financial, fulfillment, cancelled = (
+                "voided",
+                "unfulfilled",
+                created + timedelta(hours=2),
+            )
         elif kind < 0.2:
             financial = "refunded"
         elif kind < 0.3:
@@ -102,7 +115,7 @@ def gen_orders(n: int, seed: int = 1, *, start: int = 1001) -> list[GenOrder]:
             number=f"#{start + k}",
             id=9_000_000 + start + k,
             email=f"buyer{k % 50}@example.com",
-            name=rng.choice(["Ana", "O'Neil, Jr.", "王小鹿", "=HYPERLINK(\"x\")"]),
+            name=rng.choice(["Ana", "O'Neil, Jr.", "王小鹿", '=HYPERLINK("x")']),
             created=created,
             currency="USD",
             financial=financial,
@@ -162,8 +175,13 @@ def shopify_rows(orders: Iterable[GenOrder], columns: list[str] = SHOPIFY_COLUMN
             yield {k: r[k] for k in columns}
 
 
-def write_shopify(path: Path, orders: Iterable[GenOrder], columns: list[str] = SHOPIFY_COLUMNS,
-                  *, encoding: str = "utf-8") -> Path:
+def write_shopify(
+    path: Path,
+    orders: Iterable[GenOrder],
+    columns: list[str] = SHOPIFY_COLUMNS,
+    *,
+    encoding: str = "utf-8",
+) -> Path:
     with path.open("w", encoding=encoding, newline="") as fh:
         w = csv.DictWriter(fh, columns, lineterminator="\n")
         w.writeheader()
@@ -174,7 +192,9 @@ def write_shopify(path: Path, orders: Iterable[GenOrder], columns: list[str] = S
 def taobao_text(n: int, *, with_astral: bool = True, seed: int = 3) -> str:
     """A 54-column 订单报表 with Chinese names/titles, ``="…"`` ids, ``'`` phones."""
     rng = random.Random(seed)
-    names = ["小鹿乱撞", "tb_咖啡不加糖", "晴天", "阿杰"] + (["𠮷野家"] if with_astral else ["吉野家"])
+    names = ["小鹿乱撞", "tb_咖啡不加糖", "晴天", "阿杰"] + (
+        ["𠮷野家"] if with_astral else ["吉野家"]
+    )
     statuses = ["交易成功", "卖家已发货，等待买家确认", "买家已付款，等待卖家发货", "等待买家付款"]
     lines = [",".join(TAOBAO_COLUMNS)]
     for k in range(n):
@@ -228,8 +248,9 @@ def shopify_api_order(k: int, updated: datetime) -> dict[str, Any]:
         "total_discounts": "0.00",
         "shipping_lines": [{"price": "6.50"}],
         "customer": {"id": 70 + k % 40, "first_name": "Api", "last_name": f"Buyer{k % 40}"},
-        "line_items": [{"sku": "MUG", "name": "Mug", "quantity": 2, "price": "10.00",
-                        "total_discount": "0.00"}],
+        "line_items": [
+            {"sku": "MUG", "name": "Mug", "quantity": 2, "price": "10.00", "total_discount": "0.00"}
+        ],
         "fulfillments": [],
         "refunds": [],
     }
@@ -299,8 +320,9 @@ class ShopifyServer:
             entry["fault"] = fault
             kind, _, arg = fault.partition(":")
             if kind == "429":
-                return self._send(h, 429, {"errors": "Exceeded 2 calls per second"},
-                                  {"Retry-After": arg or "2.0"})
+                return self._send(
+                    h, 429, {"errors": "Exceeded 2 calls per second"}, {"Retry-After": arg or "2.0"}
+                )
             if kind == "503":
                 return self._send(h, 503, {"errors": "unavailable"})
             if kind == "stall":
@@ -338,17 +360,27 @@ class ShopifyServer:
             last = chunk[-1]
             token = base64.urlsafe_b64encode(
                 json.dumps(
-                    {"min": state["min"], "after": [_utc(last["updated_at"]), last["id"]],
-                     "n": state["n"] + 1}
+                    {
+                        "min": state["min"],
+                        "after": [_utc(last["updated_at"]), last["id"]],
+                        "n": state["n"] + 1,
+                    }
                 ).encode()
             ).decode()
-            link = (f'<{self.base}/admin/api/2024-01/orders.json?'
-                    f'{urlencode({"limit": self.page_size, "page_info": token})}>; rel="next"')
+            link = (
+                f"<{self.base}/admin/api/2024-01/orders.json?"
+                f'{urlencode({"limit": self.page_size, "page_info": token})}>; rel="next"'
+            )
         return json.dumps({"orders": chunk}).encode(), link
 
     @staticmethod
-    def _send(h: BaseHTTPRequestHandler, status: int, payload: Any,
-              headers: dict[str, str] | None = None, raw: bytes | None = None) -> None:
+    def _send(
+        h: BaseHTTPRequestHandler,
+        status: int,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+    ) -> None:
         body = raw if raw is not None else json.dumps(payload).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")

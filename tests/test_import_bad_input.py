@@ -54,8 +54,10 @@ def test_the_same_orders_in_five_encodings_import_to_identical_rows(workspace, t
         assert p.json()[0]["inserted"] == 100, name
         snaps[name] = snapshot(workspace, db)
     assert snaps["utf8"] == snaps["bom"] == snaps["gb18030"] == snaps["utf16"]
-    swapped = [tuple(str(v).replace("𠮷", "吉") if isinstance(v, str) else v for v in row)
-               for row in snaps["utf8"]]
+    swapped = [
+        tuple(str(v).replace("𠮷", "吉") if isinstance(v, str) else v for v in row)
+        for row in snaps["utf8"]
+    ]
     assert snaps["gbk"] == swapped and snaps["gbk"] != snaps["utf8"]
     assert any("𠮷野家" in str(row) for row in snaps["utf8"])
     first = snaps["utf8"][0]
@@ -78,19 +80,30 @@ def test_a_gbk_file_labelled_utf8_fails_at_once_suggesting_gb18030(workspace, tm
 
 def shopify_line(k: int, **over: str) -> dict[str, str]:
     r = dict.fromkeys(SHOPIFY_COLUMNS, "")
-    r.update({
-        "Name": f"#{10000 + k}", "Email": f"b{k}@example.com", "Financial Status": "paid",
-        "Fulfillment Status": "fulfilled", "Currency": "USD", "Subtotal": "10.00",
-        "Shipping": "0.00", "Taxes": "0.00", "Total": "10.00", "Created at":
-        "2024-03-01 10:00:00 -0500", "Lineitem quantity": "1", "Lineitem name": "Mug",
-        "Lineitem price": "10.00", "Lineitem sku": "MUG", "Id": str(70000 + k),
-    })
+    r.update(
+        {
+            "Name": f"#{10000 + k}",
+            "Email": f"b{k}@example.com",
+            "Financial Status": "paid",
+            "Fulfillment Status": "fulfilled",
+            "Currency": "USD",
+            "Subtotal": "10.00",
+            "Shipping": "0.00",
+            "Taxes": "0.00",
+            "Total": "10.00",
+            "Created at": "2024-03-01 10:00:00 -0500",
+            "Lineitem quantity": "1",
+            "Lineitem name": "Mug",
+            "Lineitem price": "10.00",
+            "Lineitem sku": "MUG",
+            "Id": str(70000 + k),
+        }
+    )
     r.update(over)
     return r
 
 
-def test_planted_defects_are_rejected_one_by_one_and_every_other_row_lands(workspace,
-                                                                            tmp_path):
+def test_planted_defects_are_rejected_one_by_one_and_every_other_row_lands(workspace, tmp_path):
     """AT-21 (a) at 1,000 rows with 20 planted defects of ten kinds."""
     plants = {  # row index -> (override, field or None, reason fragment)
         50: ({"Created at": "2024-02-30 10:00:00 -0500"}, "Created at", "not a date"),
@@ -118,8 +131,17 @@ def test_planted_defects_are_rejected_one_by_one_and_every_other_row_lands(works
     path = tmp_path / "defects.csv"
     path.write_text(buf.getvalue(), encoding="utf-8")
     rejects = tmp_path / "rejects.csv"
-    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--rejects",
-                      str(rejects), "--json", timeout=120)
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "shopify-csv",
+        str(path),
+        "--rejects",
+        str(rejects),
+        "--json",
+        timeout=120,
+    )
     assert p.code == 3, p.stderr
     out = p.json()[0]
     assert out["rejected"] == 22 and out["inserted"] == 978
@@ -138,8 +160,7 @@ def test_planted_defects_are_rejected_one_by_one_and_every_other_row_lands(works
     assert "Traceback" not in p.stderr
 
 
-def test_an_unbalanced_quote_costs_one_row_and_says_unterminated_quoted_field(workspace,
-                                                                              tmp_path):
+def test_an_unbalanced_quote_costs_one_row_and_says_unterminated_quoted_field(workspace, tmp_path):
     """AT-21 (b) at 1,000 rows: a quote opens at line 502 and never closes."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -147,8 +168,7 @@ def test_an_unbalanced_quote_costs_one_row_and_says_unterminated_quoted_field(wo
     lines = [buf.getvalue()]
     for k in range(1000):
         b = io.StringIO()
-        csv.writer(b, lineterminator="\n").writerow(
-            [shopify_line(k)[c] for c in SHOPIFY_COLUMNS])
+        csv.writer(b, lineterminator="\n").writerow([shopify_line(k)[c] for c in SHOPIFY_COLUMNS])
         line = b.getvalue()
         if k == 500:
             line = line.replace(",Mug,", ',"Mug,', 1)

@@ -22,29 +22,56 @@ def orders_of(ws, platform: str) -> dict[str, dict]:
 
 
 def test_shopify_sample_lands_with_exact_money_statuses_and_utc_times(workspace, sample):
-    p = workspace.run("import", "orders", "--from", "shopify-csv",
-                      str(sample / "shopify_orders_export.csv"), "--json")
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "shopify-csv",
+        str(sample / "shopify_orders_export.csv"),
+        "--json",
+    )
     assert p.code == 0, p.stderr
-    assert p.json()[0] == {"source": "shopify-csv", "file": str(sample /
-                           "shopify_orders_export.csv"), "inserted": 5, "updated": 0,
-                           "unchanged": 0, "rejected": 0}
+    assert p.json()[0] == {
+        "source": "shopify-csv",
+        "file": str(sample / "shopify_orders_export.csv"),
+        "inserted": 5,
+        "updated": 0,
+        "unchanged": 0,
+        "rejected": 0,
+    }
     rows = orders_of(workspace, "shopify")
     assert {n: r["status"] for n, r in rows.items()} == {
-        "#1001": "shipped", "#1002": "refunded", "#1003": "cancelled",
-        "#1004": "partially_refunded", "#1005": "pending"}
+        "#1001": "shipped",
+        "#1002": "refunded",
+        "#1003": "cancelled",
+        "#1004": "partially_refunded",
+        "#1005": "pending",
+    }
     o = rows["#1004"]
-    assert (o["subtotal_minor"], o["tax_minor"], o["discount_minor"], o["total_minor"],
-            o["refunded_minor"]) == (12600, 1008, 1200, 13608, 2400)
+    assert (
+        o["subtotal_minor"],
+        o["tax_minor"],
+        o["discount_minor"],
+        o["total_minor"],
+        o["refunded_minor"],
+    ) == (12600, 1008, 1200, 13608, 2400)
     assert o["created_at"] == "2024-03-07T16:59:40Z".replace("2024", "2026")
-    assert rows["#1003"]["currency"] == "EUR" and rows["#1003"]["cancelled_at"] == \
-        "2026-03-06T10:00:00Z"
+    assert (
+        rows["#1003"]["currency"] == "EUR"
+        and rows["#1003"]["cancelled_at"] == "2026-03-06T10:00:00Z"
+    )
     assert rows["#1002"]["email"] == "kenji.tanaka@example.net"
     assert rows["#1005"]["customer_id"] is None
     items = workspace.query(
         "SELECT line_no, sku, name, quantity, unit_price_minor, total_minor FROM order_items "
-        "WHERE order_id = ? ORDER BY line_no", (o["id"],))
+        "WHERE order_id = ? ORDER BY line_no",
+        (o["id"],),
+    )
     assert [(i["sku"], i["quantity"], i["total_minor"]) for i in items] == [
-        ("WT-OAT", 1, 9000), ("LN-NAP-SAGE", 2, 4800), ("GIFT-WRAP", 1, 0)]
+        ("WT-OAT", 1, 9000),
+        ("LN-NAP-SAGE", 2, 4800),
+        ("GIFT-WRAP", 1, 0),
+    ]
     mug = workspace.query("SELECT name FROM order_items WHERE sku = 'CM-DAWN-12'")[0]["name"]
     assert mug == 'Ceramic Mug "Dawn", 12oz'
 
@@ -62,8 +89,7 @@ def test_the_same_file_twice_changes_nothing_the_second_time(workspace, sample):
     assert workspace.query("SELECT * FROM order_items ORDER BY id") == items_before
 
 
-def test_a_later_export_with_progressed_orders_updates_them_and_replaces_items(workspace,
-                                                                              tmp_path):
+def test_a_later_export_with_progressed_orders_updates_them_and_replaces_items(workspace, tmp_path):
     orders = gen_orders(30, seed=5)
     first = write_shopify(tmp_path / "a.csv", orders)
     assert workspace.run("import", "orders", "--from", "shopify-csv", str(first)).code == 0
@@ -81,14 +107,14 @@ def test_a_later_export_with_progressed_orders_updates_them_and_replaces_items(w
     rows = orders_of(workspace, "shopify")
     assert rows[pending.number]["status"] == "shipped"
     assert rows[refunded.number]["status"] == "refunded"
-    n_items = workspace.query("SELECT count(*) n FROM order_items WHERE order_id = ?",
-                              (rows[pending.number]["id"],))[0]["n"]
+    n_items = workspace.query(
+        "SELECT count(*) n FROM order_items WHERE order_id = ?", (rows[pending.number]["id"],)
+    )[0]["n"]
     assert n_items == 1
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 30
 
 
-def test_older_73_column_layout_imports_the_same_orders_as_the_current_one(workspace,
-                                                                          tmp_path):
+def test_older_73_column_layout_imports_the_same_orders_as_the_current_one(workspace, tmp_path):
     orders = gen_orders(20, seed=9)
     old = write_shopify(tmp_path / "old.csv", orders, SHOPIFY_73)
     assert len(SHOPIFY_73) == 73
@@ -107,42 +133,56 @@ def test_stdin_dash_reads_the_file_from_a_pipe(workspace, sample):
     rows = orders_of(workspace, "amazon")
     o = rows["113-5550001-0000001"]
     assert (o["subtotal_minor"], o["tax_minor"], o["discount_minor"], o["total_minor"]) == (
-        8400, 672, 480, 8592)
+        8400,
+        672,
+        480,
+        8592,
+    )
     assert o["shipped_at"] == "2026-03-03T09:00:00Z"
     assert rows["113-5550001-0000002"]["status"] == "cancelled"
 
 
 def test_taobao_gbk_export_unwraps_protected_ids_and_maps_chinese_statuses(workspace, sample):
-    p = workspace.run("import", "orders", "--from", "taobao-csv",
-                      str(sample / "taobao_orders_export.csv"), "--json")
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "taobao-csv",
+        str(sample / "taobao_orders_export.csv"),
+        "--json",
+    )
     assert p.code == 0, p.stderr
     rows = orders_of(workspace, "taobao")
     assert set(rows) == {f"386122047123456789{k}" for k in range(5)}
     st = {n[-1]: r["status"] for n, r in rows.items()}
-    assert st == {"0": "completed", "1": "shipped", "2": "cancelled", "3": "refunded",
-                  "4": "paid"}
+    assert st == {"0": "completed", "1": "shipped", "2": "cancelled", "3": "refunded", "4": "paid"}
     done = rows["3861220471234567890"]
     assert done["created_at"] == "2026-03-01T02:21:33Z"  # China time → UTC
     assert done["delivered_at"] == "2026-03-05T01:30:00Z"
     assert rows["3861220471234567893"]["refunded_minor"] == 25600
     cust = workspace.query("SELECT * FROM customers WHERE id = ?", (done["customer_id"],))[0]
     assert cust["phone"] == "13800000001" and cust["platform_buyer_id"] == "小鹿乱撞2026"
-    titles = workspace.query("SELECT name, quantity, total_minor FROM order_items WHERE "
-                             "order_id = ? ORDER BY line_no",
-                             (rows["3861220471234567893"]["id"],))
-    assert [(t["name"], t["quantity"]) for t in titles] == [("羊毛盖毯 燕麦色", 1),
-                                                            ("亚麻餐巾套装 鼠尾草绿", 1)]
+    titles = workspace.query(
+        "SELECT name, quantity, total_minor FROM order_items WHERE order_id = ? ORDER BY line_no",
+        (rows["3861220471234567893"]["id"],),
+    )
+    assert [(t["name"], t["quantity"]) for t in titles] == [
+        ("羊毛盖毯 燕麦色", 1),
+        ("亚麻餐巾套装 鼠尾草绿", 1),
+    ]
     assert sum(t["total_minor"] for t in titles) == 25600
-    one = workspace.query("SELECT name FROM order_items WHERE order_id = ?",
-                          (rows["3861220471234567891"]["id"],))
+    one = workspace.query(
+        "SELECT name FROM order_items WHERE order_id = ?", (rows["3861220471234567891"]["id"],)
+    )
     assert [r["name"] for r in one] == ["陶瓷马克杯「晨光」，350ml"]
 
 
 def test_a_file_in_another_format_fails_at_once_listing_expected_and_missing_headers(
     workspace, sample
 ):
-    p = workspace.run("import", "orders", "--from", "taobao-csv",
-                      str(sample / "shopify_orders_export.csv"))
+    p = workspace.run(
+        "import", "orders", "--from", "taobao-csv", str(sample / "shopify_orders_export.csv")
+    )
     assert p.code == 1
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert "missing column(s) 订单编号" in p.stderr and "expected columns 订单编号" in p.stderr
@@ -155,7 +195,7 @@ def test_bad_rows_go_to_the_rejects_file_and_table_while_good_rows_land(workspac
     rows = list(shopify_rows(orders))
     rows[0]["Financial Status"] = "payé"
     rows[-1]["Lineitem quantity"] = "abc"
-    rows[-1]["Billing Name"] = "=HYPERLINK(\"http://x\")"
+    rows[-1]["Billing Name"] = '=HYPERLINK("http://x")'
     bad_numbers = {rows[0]["Name"], rows[-1]["Name"]}
     path = tmp_path / "mixed.csv"
     with path.open("w", newline="", encoding="utf-8") as fh:
@@ -163,8 +203,9 @@ def test_bad_rows_go_to_the_rejects_file_and_table_while_good_rows_land(workspac
         w.writeheader()
         w.writerows(rows)
     rejects = tmp_path / "out" / "rejects.csv"
-    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--rejects",
-                      str(rejects), "--json")
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-csv", str(path), "--rejects", str(rejects), "--json"
+    )
     assert p.code == 3, p.stderr
     out = p.json()[0]
     bad_rows = sum(1 for r in rows if r["Name"] in bad_numbers)
@@ -218,8 +259,15 @@ def test_strict_imports_nothing_when_any_row_is_bad(workspace, tmp_path):
 
 
 def test_dry_run_reports_the_counts_and_writes_nothing_but_the_audit_row(workspace, sample):
-    p = workspace.run("import", "orders", "--from", "shopify-csv",
-                      str(sample / "shopify_orders_export.csv"), "--dry-run", "--json")
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "shopify-csv",
+        str(sample / "shopify_orders_export.csv"),
+        "--dry-run",
+        "--json",
+    )
     assert p.code == 0
     assert p.json()[0]["inserted"] == 5
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
@@ -259,17 +307,23 @@ shipping = "Versand"
     )
     path = tmp_path / "erp.csv"
     path.write_text(text, encoding="utf-8")
-    p = workspace.run("import", "orders", "--from", "csv", "--mapping", "erp", str(path),
-                      "--json")
+    p = workspace.run("import", "orders", "--from", "csv", "--mapping", "erp", str(path), "--json")
     assert p.code == 3, p.stderr
     assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 1, p.stderr
     assert "Status: unknown status 'verloren'" in p.stderr
     o = workspace.query("SELECT * FROM orders WHERE external_id = 'A-1'")[0]
-    assert (o["platform"], o["currency"], o["subtotal_minor"], o["shipping_minor"],
-            o["total_minor"], o["created_at"], o["email"]) == (
-        "csv", "EUR", 247900, 490, 248390, "2024-03-05T13:30:00Z", "kunde@example.de")
+    assert (
+        o["platform"],
+        o["currency"],
+        o["subtotal_minor"],
+        o["shipping_minor"],
+        o["total_minor"],
+        o["created_at"],
+        o["email"],
+    ) == ("csv", "EUR", 247900, 490, 248390, "2024-03-05T13:30:00Z", "kunde@example.de")
     assert workspace.query("SELECT currency FROM orders WHERE external_id = 'A-3'")[0] == {
-        "currency": "EUR"}
+        "currency": "EUR"
+    }
 
 
 def test_csv_without_a_mapping_name_says_which_mappings_exist(workspace, sample):
@@ -291,14 +345,19 @@ def test_a_missing_file_is_one_clear_error(workspace, tmp_path):
 
 
 def test_no_progress_bar_or_summary_reaches_stdout_in_a_pipe(workspace, sample):
-    p = workspace.run("import", "orders", "--from", "shopify-csv",
-                      str(sample / "shopify_orders_export.csv"), "--nl")
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "shopify-csv",
+        str(sample / "shopify_orders_export.csv"),
+        "--nl",
+    )
     assert p.code == 0
     assert len(p.lines()) == 1 and "importing" not in p.stderr
 
 
-def test_orders_rows_reappearing_later_in_the_file_are_rejected_not_merged(workspace,
-                                                                         tmp_path):
+def test_orders_rows_reappearing_later_in_the_file_are_rejected_not_merged(workspace, tmp_path):
     orders = gen_orders(3, seed=8)
     rows = list(shopify_rows(orders))
     rows.append(dict(rows[0]))
@@ -317,10 +376,26 @@ def test_taobao_41_column_layout_derives_refunds_from_paid_amount(workspace, tmp
     text = (sample / "taobao_orders_export.csv").read_bytes().decode("gb18030")
     lines = text.split("\r\n")
     header = lines[0].split(",")
-    keep = [i for i, h in enumerate(header) if h not in (
-        "是否上传合同照片", "是否上传小票", "是否代付", "新零售交易类型", "新零售导购门店名称",
-        "新零售导购门店id", "新零售发货门店名称", "新零售发货门店id", "退款金额", "预约门店",
-        "确认收货时间", "打款商家金额", "含应开票给个人的个人红包")]
+    keep = [
+        i
+        for i, h in enumerate(header)
+        if h
+        not in (
+            "是否上传合同照片",
+            "是否上传小票",
+            "是否代付",
+            "新零售交易类型",
+            "新零售导购门店名称",
+            "新零售导购门店id",
+            "新零售发货门店名称",
+            "新零售发货门店id",
+            "退款金额",
+            "预约门店",
+            "确认收货时间",
+            "打款商家金额",
+            "含应开票给个人的个人红包",
+        )
+    ]
     out = []
     for line in lines:
         if line:

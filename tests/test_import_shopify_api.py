@@ -50,7 +50,11 @@ def test_several_pages_import_every_order_once_with_items_and_customers(workspac
     assert workspace.query("SELECT count(*) n FROM customers")[0]["n"] == 40
     row = workspace.query("SELECT * FROM orders WHERE external_id = '5000007'")[0]
     assert (row["number"], row["total_minor"], row["shipping_minor"], row["email"]) == (
-        "#1007", 2650, 650, "api7@example.com")
+        "#1007",
+        2650,
+        650,
+        "api7@example.com",
+    )
 
 
 def test_faults_are_retried_within_fifteen_requests_and_429_waits_retry_after(workspace, shop):
@@ -59,8 +63,9 @@ def test_faults_are_retried_within_fifteen_requests_and_429_waits_retry_after(wo
     shop.faults = {3: ["429:2", "429:2"], 6: ["503"], 8: ["reset"], 9: ["stall:3"]}
     workspace.set_config(shopify_config(shop.base, read_timeout=1))
     start = time.monotonic()
-    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV,
-                      timeout=60)
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV, timeout=60
+    )
     assert p.code == 0, p.stderr
     assert p.json()[0]["inserted"] == 2500
     assert len(shop.log) <= 15
@@ -68,7 +73,9 @@ def test_faults_are_retried_within_fifteen_requests_and_429_waits_retry_after(wo
     assert len(page3) == 3
     assert page3[1] - page3[0] >= 1.9 and page3[2] - page3[1] >= 1.9
     assert workspace.query("SELECT count(DISTINCT external_id) n, count(*) c FROM orders")[0] == {
-        "n": 2500, "c": 2500}
+        "n": 2500,
+        "c": 2500,
+    }
     assert time.monotonic() - start < 40
 
 
@@ -84,8 +91,9 @@ def test_a_retry_after_above_the_cap_stops_with_the_cursor_saved_and_exit_3(work
     assert "86400" in p.stderr and "run again after" in p.stderr
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 750
     cursor = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])
-    newest_committed = max(r["updated_at"] for r in shop.orders.values()
-                           if r["id"] - 5_000_000 < 750)
+    newest_committed = max(
+        r["updated_at"] for r in shop.orders.values() if r["id"] - 5_000_000 < 750
+    )
     assert cursor["watermark"] < newest_committed.replace("+00:00", "Z")
 
 
@@ -93,8 +101,13 @@ def test_a_refused_token_exits_1_naming_the_variable_without_its_value(workspace
     """AT-18 scenario 3 (and AT-29: the token never appears)."""
     fill(shop, 10)
     workspace.set_config(shopify_config(shop.base))
-    p = workspace.run("import", "orders", "--from", "shopify-api",
-                      env={"CSOPS_TEST_SHOPIFY_TOKEN": "shpat_wrong_secret_value"})
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "shopify-api",
+        env={"CSOPS_TEST_SHOPIFY_TOKEN": "shpat_wrong_secret_value"},
+    )
     assert p.code == 1
     assert "CSOPS_TEST_SHOPIFY_TOKEN" in p.stderr
     assert "shpat_wrong_secret_value" not in p.stderr + p.stdout
@@ -123,7 +136,8 @@ def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
         time.sleep(0.3)
         # the cursor never points past committed data
         mark = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])[
-            "watermark"]
+            "watermark"
+        ]
         have = {r["external_id"] for r in workspace.query("SELECT external_id FROM orders")}
         for o in shop.orders.values():
             if o["updated_at"].replace("+00:00", "Z") <= mark:
@@ -155,9 +169,7 @@ def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
         assert rows[str(o["id"])]["total_minor"] == int(o["total_price"].replace(".", ""))
 
 
-def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(
-    workspace, shop
-):
+def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(workspace, shop):
     """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
     fill(shop, 200)
     workspace.set_config(shopify_config(shop.base))
@@ -188,31 +200,55 @@ def test_fulfillments_and_refunds_map_to_shipped_delivered_and_refunded(workspac
     fill(shop, 3)
     o0, o1, o2 = shop.orders[0], shop.orders[1], shop.orders[2]
     o0["fulfillment_status"] = "fulfilled"
-    o0["fulfillments"] = [{"created_at": "2024-03-02T10:00:00-05:00", "shipment_status": "in_transit",
-                           "updated_at": "2024-03-02T10:00:00-05:00"}]
+    o0["fulfillments"] = [
+        {
+            "created_at": "2024-03-02T10:00:00-05:00",
+            "shipment_status": "in_transit",
+            "updated_at": "2024-03-02T10:00:00-05:00",
+        }
+    ]
     o1["fulfillment_status"] = "fulfilled"
-    o1["fulfillments"] = [{"created_at": "2024-03-02T10:00:00Z", "shipment_status": "delivered",
-                           "updated_at": "2024-03-04T09:30:00Z"}]
+    o1["fulfillments"] = [
+        {
+            "created_at": "2024-03-02T10:00:00Z",
+            "shipment_status": "delivered",
+            "updated_at": "2024-03-04T09:30:00Z",
+        }
+    ]
     o2["financial_status"] = "partially_refunded"
-    o2["refunds"] = [{"created_at": "2024-03-05T00:00:00Z", "transactions": [
-        {"kind": "refund", "status": "success", "amount": "5.25"},
-        {"kind": "refund", "status": "failure", "amount": "9.00"}]}]
+    o2["refunds"] = [
+        {
+            "created_at": "2024-03-05T00:00:00Z",
+            "transactions": [
+                {"kind": "refund", "status": "success", "amount": "5.25"},
+                {"kind": "refund", "status": "failure", "amount": "9.00"},
+            ],
+        }
+    ]
     workspace.set_config(shopify_config(shop.base))
     assert workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV).code == 0
     rows = {r["number"]: r for r in workspace.query("SELECT * FROM orders")}
-    assert (rows["#1000"]["status"], rows["#1000"]["shipped_at"]) == ("shipped",
-                                                                      "2024-03-02T15:00:00Z")
-    assert (rows["#1001"]["status"], rows["#1001"]["delivered_at"]) == ("delivered",
-                                                                       "2024-03-04T09:30:00Z")
-    assert (rows["#1002"]["status"], rows["#1002"]["refunded_minor"],
-            rows["#1002"]["refunded_at"]) == ("partially_refunded", 525, "2024-03-05T00:00:00Z")
+    assert (rows["#1000"]["status"], rows["#1000"]["shipped_at"]) == (
+        "shipped",
+        "2024-03-02T15:00:00Z",
+    )
+    assert (rows["#1001"]["status"], rows["#1001"]["delivered_at"]) == (
+        "delivered",
+        "2024-03-04T09:30:00Z",
+    )
+    assert (
+        rows["#1002"]["status"],
+        rows["#1002"]["refunded_minor"],
+        rows["#1002"]["refunded_at"],
+    ) == ("partially_refunded", 525, "2024-03-05T00:00:00Z")
 
 
 def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
     fill(shop, 30)
     workspace.set_config(shopify_config(shop.base))
-    p = workspace.run("import", "orders", "--from", "shopify-api", "--dry-run", "--json",
-                      env=TOKEN_ENV)
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-api", "--dry-run", "--json", env=TOKEN_ENV
+    )
     assert p.code == 0, p.stderr
     assert p.json()[0]["inserted"] == 30
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0

@@ -31,9 +31,7 @@ def config():
     [("en", "zh-CN", "en"), ("zh_CN", "en", "zh-CN"), ("zh", "en", "zh-CN"),
      ("fr", "zh-CN", "zh-CN"), (None, "zh-CN", "zh-CN"), ("en-GB", "zh-CN", "en")],
 )  # fmt: skip
-def test_the_locale_is_the_customers_then_the_shops_then_english(
-    customer, shop_default, expected
-):
+def test_the_locale_is_the_customers_then_the_shops_then_english(customer, shop_default, expected):
     class Shop:
         locale = shop_default
 
@@ -98,8 +96,7 @@ def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspac
         html="<p>Hello {{ customer.name }}</p>",
     )
     workspace.set_config(
-        '[[followups]]\nname = "hello"\ntrigger = "shipped"\ndelay = "0h"\n'
-        'template = "hello"\n'
+        '[[followups]]\nname = "hello"\ntrigger = "shipped"\ndelay = "0h"\ntemplate = "hello"\n'
     )
     customers, orders = [], []
     for i, name in enumerate(HOSTILE_NAMES, 1):
@@ -177,8 +174,7 @@ def test_a_broken_template_fails_only_its_rules_messages(workspace):
     no_quiet_hours(workspace)
     _write(workspace, "broken", "{{ customer.name.__class__.__mro__ }}")
     workspace.set_config(
-        '[[followups]]\nname = "broken"\ntrigger = "shipped"\ndelay = "0h"\n'
-        'template = "broken"\n'
+        '[[followups]]\nname = "broken"\ntrigger = "shipped"\ndelay = "0h"\ntemplate = "broken"\n'
     )
     seed_orders(
         workspace,
@@ -199,9 +195,12 @@ def test_a_broken_template_fails_only_its_rules_messages(workspace):
     broken_id = workspace.query("SELECT id FROM outbox WHERE rule = 'broken' LIMIT 1")[0]["id"]
     assert workspace.run("outbox", "retry", str(broken_id), env=env()).code == 0
     p = workspace.run("followups", "send", "--rule", "broken", env=env())
-    assert workspace.query(
-        "SELECT COUNT(*) AS n FROM outbox WHERE rule = 'broken' AND state != 'failed'"
-    )[0]["n"] == 1
+    assert (
+        workspace.query(
+            "SELECT COUNT(*) AS n FROM outbox WHERE rule = 'broken' AND state != 'failed'"
+        )[0]["n"]
+        == 1
+    )
 
 
 def test_templates_render_previews_a_real_order_and_list_shows_the_rules(workspace):

@@ -105,7 +105,7 @@ def test_webhook_faults_end_in_the_right_state_and_each_key_is_processed_once(
     try:
         workspace.set_config(
             f'[channels.hook]\ntype = "webhook"\nurl = "http://127.0.0.1:{rec.port}/send"\n'
-            f'read_timeout = 0.5\nconnect_timeout = 2\nidempotent = {str(idempotent).lower()}\n'
+            f"read_timeout = 0.5\nconnect_timeout = 2\nidempotent = {str(idempotent).lower()}\n"
             'auth_header_env = "CSOPS_HOOK_AUTH"\n'
         )
         workspace.replace_config('backoff = ["1m", "5m", "30m", "2h", "6h"]', 'backoff = ["1s"]')
