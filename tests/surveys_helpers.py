@@ -143,12 +143,17 @@ def assert_no_leak(text: str) -> None:
 
 
 class _Collect:
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         self.messages: list[Any] = []
         self.lock = threading.Lock()
+        self.delay = delay
 
     async def handle_DATA(self, server, session, envelope):
+        import asyncio
         from email import message_from_bytes, policy
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
 
         msg = message_from_bytes(envelope.content, policy=policy.default)
         with self.lock:
@@ -157,11 +162,11 @@ class _Collect:
 
 
 @contextmanager
-def smtp_sink() -> Iterator[_Collect]:
+def smtp_sink(delay: float = 0.0) -> Iterator[_Collect]:
     """A real SMTP server (aiosmtpd) on loopback collecting every message it accepts."""
     from aiosmtpd.controller import Controller
 
-    handler = _Collect()
+    handler = _Collect(delay)
     controller = Controller(handler, hostname="127.0.0.1", port=free_port())
     controller.start()
     handler.port = controller.port  # type: ignore[attr-defined]
