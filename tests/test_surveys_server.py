@@ -293,3 +293,133 @@ def test_a_slow_client_is_closed_by_the_channel_timeout_without_blocking_others(
             assert s.recv(1024) == b""
             s.close()
         assert time.monotonic() - started < 25
+
+
+def test_a_storm_of_mixed_clients_gets_no_5xx_and_the_server_keeps_serving(shop, config):
+    import random
+    import threading
+
+    sids = insert_surveys(shop.db_path, seed_orders(shop.db_path, 30))
+    tokens = tokens_for(config, sids)
+    bodies: list[str] = []
+    failures: list[str] = []
+    lock = threading.Lock()
+    with serve_in_thread(shop.config) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        slow = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(3)]
+        for s in slow:
+            s.sendall(b"POST /s/" + tokens[0].encode() + b" HTTP/1.1\r\nHost: x\r\nContent-")
+
+        def client(seed: int) -> None:
+            rng = random.Random(seed)
+            session = requests.Session()
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                token = rng.choice(tokens)
+                pick = rng.random()
+                valid = True
+                try:
+                    if pick < 0.3:
+                        r = session.get(f"{srv.base}/s/{token}?score=3", timeout=10)
+                    elif pick < 0.5:
+                        r = session.post(
+                            f"{srv.base}/s/{token}",
+                            data={"score": str(rng.randint(1, 5)), "comment": "storm"},
+                            timeout=10,
+                        )
+                    elif pick < 0.6:
+                        valid = False
+                        r = session.post(
+                            f"{srv.base}/s/{_tamper(token, 5)}", data={"score": "5"}, timeout=10
+                        )
+                    elif pick < 0.7:
+                        valid = False
+                        r = session.post(
+                            f"{srv.base}/s/{token}",
+                            data={"score": "5", "comment": "x" * 40_000},
+                            timeout=10,
+                        )
+                    elif pick < 0.8:
+                        valid = False
+                        r = session.post(
+                            f"{srv.base}/s/{token}",
+                            data=b"score=%ff%fe",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"},
+                            timeout=10,
+                        )
+                    elif pick < 0.9:
+                        valid = False
+                        r = session.get(f"{srv.base}/s/{token}%zz?score=%%", timeout=10)
+                    else:
+                        r = session.get(f"{srv.base}/u/{token}", timeout=10)  # wrong salt: 404
+                        valid = False
+                except requests.RequestException as exc:
+                    if valid:
+                        with lock:
+                            failures.append(f"{type(exc).__name__}")
+                    session = requests.Session()
+                    continue
+                with lock:
+                    bodies.append(r.text)
+                    if r.status_code >= 500 or (valid and r.status_code not in (200, 429)):
+                        failures.append(f"{r.request.method} -> {r.status_code}")
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        for s in slow:
+            s.close()
+        r = requests.post(f"{srv.base}/s/{tokens[-1]}", data={"score": "2"}, timeout=10)
+        assert r.status_code in (200, 429)
+        assert requests.get(f"{srv.base}/healthz", timeout=10).status_code == 200
+    assert failures == []
+    assert len(bodies) > 100
+    for body in set(bodies):
+        assert_no_leak(body)
+    answered = shop.query("SELECT COUNT(*) AS n FROM surveys WHERE responded_at IS NOT NULL")
+    assert answered[0]["n"] <= 30  # never more than one answer per survey
+
+
+def test_one_click_unsubscribe_acts_on_post_only_and_is_idempotent(shop, config):
+    from csops.tokens import unsubscribe_url
+
+    seed_orders(shop.db_path, 2, locale="zh-CN")
+    url1 = unsubscribe_url(config, "Customer1@Example.com")
+    url2 = unsubscribe_url(config, "customer2@example.com")
+    conn = shop.db()
+    with conn:
+        conn.execute(
+            "INSERT INTO suppressions (address, channel, scope, reason, created_at) "
+            "VALUES ('customer2@example.com', 'email', 'all', 'operator', '2024-01-01T00:00:00Z')"
+        )
+    conn.close()
+    before = checksum(shop.db_path)
+    with serve_in_thread(shop.config) as srv:
+        u1 = url1.replace(config.shop.base_url, srv.base)
+        for method in ("GET", "HEAD", "GET"):
+            assert requests.request(method, u1, timeout=10).status_code == 200
+        page = requests.get(u1, timeout=10).text
+        assert "退订" in page and 'method="post"' in page and "customer1@" not in page
+        assert checksum(shop.db_path) == before
+        # A mail provider's RFC 8058 POST, multipart this time; no cookies, no redirect.
+        r = requests.post(
+            u1, files={"List-Unsubscribe": (None, "One-Click")}, allow_redirects=False, timeout=10
+        )
+        assert r.status_code == 200
+        assert requests.post(u1, data="List-Unsubscribe=One-Click", timeout=10).status_code == 200
+        # An 'all' suppression is never weakened to 'marketing'.
+        u2 = url2.replace(config.shop.base_url, srv.base)
+        assert requests.post(u2, data="List-Unsubscribe=One-Click", timeout=10).status_code == 200
+        bad = requests.post(_tamper(u1, len(u1) - 4), data="List-Unsubscribe=One-Click", timeout=10)
+        assert bad.status_code == 404
+        assert requests.post(u1, data={"x": "y" * 20000}, timeout=10).status_code == 413
+    assert shop.query("SELECT address, scope, reason FROM suppressions ORDER BY address") == [
+        {
+            "address": "customer1@example.com",
+            "scope": "marketing",
+            "reason": "one-click unsubscribe",
+        },
+        {"address": "customer2@example.com", "scope": "all", "reason": "operator"},
+    ]
