@@ -275,6 +275,8 @@ def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
 # 20-29 messaging, 30-39 surveys, 40-49 returns, 50-59 kpi, 60-69 scheduler/retention.
 STEPS: list[Step] = [
     Step(1, "initial schema (DESIGN.md §3)", SCHEMA_1),
+    # import: a hash of an order's raw export cells, so an unchanged file skips parsing
+    Step(10, "orders.raw_hash", "ALTER TABLE orders ADD COLUMN raw_hash TEXT"),
 ]
 
 

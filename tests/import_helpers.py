@@ -415,3 +415,103 @@ def csv_text(rows: list[dict[str, str]], columns: list[str]) -> str:
     w.writeheader()
     w.writerows(rows)
     return buf.getvalue()
+
+
+# ------------------------------------------------------------------ loopback WooCommerce API
+
+
+def woo_order(k: int, modified: datetime) -> dict[str, Any]:
+    created = datetime(2024, 3, 1) + timedelta(minutes=k)
+    return {
+        "id": 800 + k,
+        "number": str(800 + k),
+        "status": ["processing", "completed", "on-hold", "cancelled", "refunded"][k % 5],
+        "currency": "EUR",
+        "date_created": created.isoformat(),
+        "date_created_gmt": created.isoformat(),
+        "date_modified_gmt": modified.astimezone(timezone.utc).replace(tzinfo=None).isoformat(),
+        "date_paid_gmt": created.isoformat() if k % 5 in (0, 1) else None,
+        "date_completed_gmt": (created + timedelta(days=2)).isoformat() if k % 5 == 1 else None,
+        "discount_total": "0.00",
+        "shipping_total": "4.90",
+        "total_tax": "0.00",
+        "total": "34.90",
+        "customer_id": 0 if k % 7 == 0 else 30 + k % 9,
+        "billing": {"first_name": "Léa", "last_name": f"M{k % 9}", "email": f"Woo{k % 9}@example.de",
+                    "phone": ""},
+        "line_items": [{"id": 1, "name": "Teller", "sku": "PLATE", "quantity": 3,
+                        "subtotal": "30.00", "total": "30.00", "price": 10}],
+        "refunds": [{"id": 9, "reason": "", "total": "-5.00"}] if k % 11 == 3 else [],
+    }
+
+
+@dataclass
+class WooServer:
+    """A loopback ``/wp-json/wc/v3/orders`` with Basic auth, page numbers and faults."""
+
+    key: str = "ck_test_key"
+    secret: str = "cs_test_secret"
+    orders: dict[int, dict[str, Any]] = field(default_factory=dict)
+    faults: dict[int, list[str]] = field(default_factory=dict)
+    log: list[dict[str, Any]] = field(default_factory=list)
+    hold_page: int | None = None
+    stall_event: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> str:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.handle(self)
+
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        return self.base
+
+    def stop(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handle(self, h: BaseHTTPRequestHandler) -> None:
+        url = urlparse(h.path)
+        q = {k: v[0] for k, v in parse_qs(url.query).items()}
+        page = int(q.get("page", "1"))
+        self.log.append({"t": time.monotonic(), "page": page, "query": q})
+        expected = "Basic " + base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
+        if h.headers.get("Authorization") != expected:
+            return ShopifyServer._send(h, 401, {"code": "woocommerce_rest_cannot_view"})
+        pending = self.faults.get(page) or []
+        if pending:
+            kind, _, arg = pending.pop(0).partition(":")
+            if kind == "429":
+                return ShopifyServer._send(h, 429, {}, {"Retry-After": arg or "1"})
+            if kind == "503":
+                return ShopifyServer._send(h, 503, {})
+        if self.hold_page is not None and page == self.hold_page:
+            self.stall_event.set()
+            self.release.wait(60)
+        rows = sorted(self.orders.values(), key=lambda o: o["id"])
+        if "modified_after" in q:
+            rows = [o for o in rows if o["date_modified_gmt"] > q["modified_after"]]
+        per = int(q.get("per_page", "10"))
+        total_pages = max(1, -(-len(rows) // per))
+        chunk = rows[(page - 1) * per : page * per]
+        return ShopifyServer._send(h, 200, chunk, {"X-WP-Total": str(len(rows)),
+                                                   "X-WP-TotalPages": str(total_pages)})
+
+
+def woo_config(base: str) -> str:
+    return (
+        "[import]\nread_timeout = 2\nretry_after_cap = 10\n"
+        "[import.woocommerce]\n"
+        f'url = "{base}"\n'
+        'consumer_key_env = "CSOPS_TEST_WC_KEY"\n'
+        'consumer_secret_env = "CSOPS_TEST_WC_SECRET"\n'
+        "page_size = 20\n"
+    )

@@ -10,6 +10,7 @@ field and reason. Only a file that is not the format at all raises (:class:`Inpu
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -72,6 +73,33 @@ class CsvFormat:
     quoting: int = csv.QUOTE_MINIMAL
     aliases: dict[str, str] = dc_field(default_factory=dict)
     encoding: str | None = None
+    external_id: Callable[[list[tuple[int, Row]]], str] | None = None  # default: group key
+
+
+# Bump when parsing changes what is stored, so unchanged files are parsed again once.
+PARSER_VERSION = 1
+
+
+@dataclass
+class PendingOrder:
+    """One order's raw rows, identified and hashed but not parsed yet."""
+
+    platform: str
+    external_id: str
+    raw_hash: str
+    rows: list[tuple[int, Row]]
+    fmt: CsvFormat
+    env: ParseEnv
+
+    def parse(self) -> Order:
+        """The normalized order; raises FieldError (with its line) for a bad cell."""
+        order = self.fmt.parse_group(self.rows, self.env)
+        order.external_id = self.external_id
+        return order
+
+    def reject(self, exc: FieldError) -> GroupReject:
+        first = self.rows[0][0]
+        return GroupReject(exc.line or first, exc.message, exc.field, exc.expected, self.rows)
 
 
 # ---------------------------------------------------------------- cell cleaning
@@ -82,12 +110,13 @@ _EXCEL_WRAPPED = re.compile(r'^="(.*)"$', re.S)
 
 def unwrap(value: str | None) -> str:
     """Strip spaces and Excel's text protection ``="123"``; ``None`` becomes ``""``."""
-    if value is None:
+    if not value:
         return ""
     text = value.strip()
-    m = _EXCEL_WRAPPED.match(text)
-    if m:
-        text = m.group(1).strip()
+    if text.startswith('="'):
+        m = _EXCEL_WRAPPED.match(text)
+        if m:
+            text = m.group(1).strip()
     return text
 
 
@@ -131,7 +160,15 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
     if not text:
         return None
     dt: datetime | None = None
-    if fmt:
+    if not fmt and len(text) == 25 and text[19] == " " and text[20] in "+-":
+        # Shopify's "2024-03-05 14:02:11 -0500": the common case, parsed without strptime
+        try:
+            dt = datetime.fromisoformat(f"{text[:19]}{text[20:23]}:{text[23:]}")
+        except ValueError:
+            dt = None
+    if dt is not None:
+        pass
+    elif fmt:
         try:
             dt = datetime.strptime(text, fmt)
         except ValueError:
@@ -152,12 +189,17 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
         dt = dt.replace(tzinfo=env.tz)
     if not 1990 <= dt.year <= 2100:
         raise FieldError(fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100")
-    return iso(dt.astimezone(timezone.utc))
+    u = dt.astimezone(timezone.utc)
+    return (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    )
 
 
 _AMOUNT = re.compile(r"^[-+]?[¥$€£￥]?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(元)?$")
 _COMMA_AMOUNT = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
 MAX_MINOR = 10**15
+_PLAIN_AMOUNT = re.compile(r"^([-+]?)(\d{1,13})(?:\.(\d{1,12}))?$")
+_EXPONENT: dict[str, int] = {}
 
 
 def parse_money(
@@ -169,6 +211,22 @@ def parse_money(
         if blank is None:
             raise FieldError(fld, "empty amount", "an amount like 12.50")
         return blank
+    m = _PLAIN_AMOUNT.match(text)
+    if m and not decimal_comma:  # "1234.50", "-4.80", "0": exact integer arithmetic, fast
+        sign, whole, frac = m.groups()
+        exp = _EXPONENT.get(currency)
+        if exp is None:
+            exp = _EXPONENT[currency] = currency_exponent(currency)
+        frac = frac or ""
+        if len(frac) > exp:
+            if frac[exp:].strip("0"):
+                raise FieldError(
+                    fld, f"{text!r} has more decimals than {currency} allows ({exp})",
+                    f"at most {exp} decimals for {currency}",
+                )
+            frac = frac[:exp]
+        minor = int(whole) * 10**exp + (int(frac.ljust(exp, "0")) if exp else 0)
+        return -minor if sign == "-" else minor
     if decimal_comma:
         if not _COMMA_AMOUNT.match(text):
             raise FieldError(fld, f"not an amount: {text[:40]!r}", "an amount like 1.234,56")
@@ -281,6 +339,7 @@ class _Splitter:
         self.pushback: deque[tuple[int, str]] = deque()
         self.start = 1
         self.unterminated = False
+        self.has_nul = False
 
     def _read(self) -> tuple[int, str] | None:
         if self.pushback:
@@ -298,6 +357,7 @@ class _Splitter:
                 return
             self.start, s = first
             self.unterminated = False
+            self.has_nul = "\x00" in s
             if not self.quoted or s.count('"') % 2 == 0:
                 yield s
                 continue
@@ -315,7 +375,9 @@ class _Splitter:
                     closed = True
                     break
             if closed and size <= self.limit:
-                yield "".join(parts)
+                joined = "".join(parts)
+                self.has_nul = "\x00" in joined
+                yield joined
             else:
                 self.unterminated = True
                 self.pushback.extendleft(reversed(taken))
@@ -397,7 +459,9 @@ def iter_records(
                 )
                 continue
             row = dict(zip(header, values, strict=True))
-            bad = next((k for k, v in row.items() if "\x00" in v), None)
+            bad = None
+            if splitter.has_nul:
+                bad = next((k for k, v in row.items() if "\x00" in v), None)
             if bad is not None:
                 yield GroupReject(
                     start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
@@ -415,21 +479,24 @@ def read_orders(
     *,
     file: str,
     encoding: str | None = None,
-) -> tuple[list[str], Iterator[Order | GroupReject]]:
-    """Stream a file in ``fmt``: its header, then orders and rejects in file order.
+) -> tuple[list[str], Iterator[PendingOrder | GroupReject]]:
+    """Stream a file in ``fmt``: its header, then (unparsed) orders and rejects in file order.
 
     Rows of one order must be consecutive (all platforms write them so); an order whose rows
-    reappear later in the file is rejected rather than silently overwritten.
+    reappear later in the file is rejected rather than silently overwritten. Each order comes
+    with a hash of its raw cells (and of everything that steers parsing), so the store can
+    skip an unchanged order without parsing it at all.
     """
     text, enc = open_source(binary, encoding or fmt.encoding)
     header, recs = iter_records(text, fmt, env, file, enc)
+    salt = (PARSER_VERSION, fmt.name, str(env.tz), env.currency, tuple(header))
 
-    def orders() -> Iterator[Order | GroupReject]:
+    def orders() -> Iterator[PendingOrder | GroupReject]:
         seen: set[str] = set()
         group: list[tuple[int, Row]] = []
         key: str | None = None
 
-        def finish() -> Order | GroupReject:
+        def finish() -> PendingOrder | GroupReject:
             first = group[0][0]
             if key in seen:
                 return GroupReject(
@@ -440,12 +507,15 @@ def read_orders(
                     rows=list(group),
                 )
             seen.add(key)  # type: ignore[arg-type]
-            try:
-                return fmt.parse_group(group, env)
-            except FieldError as exc:
-                return GroupReject(
-                    exc.line or first, exc.message, exc.field, exc.expected, list(group)
-                )
+            rows = list(group)
+            digest = hashlib.blake2b(
+                repr((salt, [tuple(r.values()) for _, r in rows])).encode(
+                    "utf-8", "surrogatepass"
+                ),
+                digest_size=16,
+            ).hexdigest()
+            ext = fmt.external_id(rows) if fmt.external_id else key
+            return PendingOrder(fmt.platform, ext, digest, rows, fmt, env)  # type: ignore[arg-type]
 
         for rec in recs:
             if isinstance(rec, GroupReject):

@@ -205,16 +205,22 @@ def _run_file(
             f"import-{source_name}-{stamp}-{ctx.run_id}.csv"
         )
     rejects = RejectsFile(target, header)
-    rejected_rows = 0
+    rejected = [0]
+
+    def on_reject(item: GroupReject) -> None:
+        rejected[0] += _reject(item, label, store, rejects, result, write=not dry_run)
+
+    store.on_reject = on_reject
     try:
         for item in items:
             if isinstance(item, GroupReject):
-                rejected_rows += _reject(item, label, store, rejects, result, write=not dry_run)
+                on_reject(item)
             else:
                 store.add(item)
         store.flush()
     finally:
         rejects.close()
+    rejected_rows = rejected[0]
     result.counts.update(store.counts)
     result.counts["rejected"] = rejected_rows
     row: dict[str, Any] = {"source": source_name, "file": label, **result.counts}

@@ -154,6 +154,11 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
     )
 
 
+def _external_id(rows: list[tuple[int, Row]]) -> str:
+    first = rows[0][1]
+    return unwrap(first.get("Id")) or _key(first)
+
+
 SOURCE = CsvFormat(
     name="shopify-csv",
     platform="shopify",
@@ -161,4 +166,5 @@ SOURCE = CsvFormat(
     aliases=ALIASES,
     parse_group=parse_group,
     group_key=_key,
+    external_id=_external_id,
 )

@@ -18,17 +18,20 @@ import sqlite3
 from dataclasses import dataclass, field
 
 from csops import db as dbmod
-from csops.importers.base import normalize_phone
+from collections.abc import Callable
+from typing import Any
+
+from csops.importers.base import FieldError, GroupReject, PendingOrder, normalize_phone
 from csops.model import Order
 
 _ORDER_COLS = (
     "number, customer_id, email, status, currency, subtotal_minor, shipping_minor, tax_minor, "
     "discount_minor, total_minor, refunded_minor, tags, created_at, paid_at, shipped_at, "
-    "delivered_at, cancelled_at, refunded_at, content_hash, source"
+    "delivered_at, cancelled_at, refunded_at, content_hash, source, raw_hash"
 )
 _INSERT_ORDER = (
     f"INSERT INTO orders (platform, external_id, {_ORDER_COLS}, imported_at, updated_at) "
-    f"VALUES ({', '.join(['?'] * 24)})"
+    f"VALUES ({', '.join(['?'] * 25)})"
 )
 _UPDATE_ORDER = (
     "UPDATE orders SET "
@@ -93,57 +96,78 @@ class OrderStore:
     counts: dict[str, int] = field(
         default_factory=lambda: {"inserted": 0, "updated": 0, "unchanged": 0}
     )
-    _orders: list[Order] = field(default_factory=list)
+    # Called with a GroupReject when a file order fails to parse at write time.
+    on_reject: Callable[[GroupReject], None] | None = None
+    _orders: list[Any] = field(default_factory=list)
     _rejects: list[PendingReject] = field(default_factory=list)
     _customers: dict[tuple[str, ...], int] = field(default_factory=dict)
+    _flushing: bool = False
 
-    def add(self, order: Order) -> None:
+    def add(self, order: Order | PendingOrder) -> None:
         self._orders.append(order)
         if len(self._orders) >= self.batch_size:
             self.flush()
 
     def add_reject(self, reject: PendingReject) -> None:
         self._rejects.append(reject)
-        if len(self._rejects) >= self.batch_size:
+        if len(self._rejects) >= self.batch_size and not self._flushing:
             self.flush()
+
+    def _parse(self, pending: PendingOrder) -> Order | None:
+        try:
+            return pending.parse()
+        except FieldError as exc:
+            if self.on_reject:
+                self.on_reject(pending.reject(exc))
+            return None
 
     def flush(self, cursor: tuple[str, str] | None = None) -> None:
         """Write what is buffered (and the cursor, if any) in one transaction."""
         orders, self._orders = self._orders, []
+        self._flushing = True
+        try:
+            if self.dry_run:
+                self._classify_only(orders)
+                self._rejects = []
+                return
+            if not orders and not self._rejects and cursor is None:
+                return
+            with dbmod.write(self.conn):
+                self._write(orders)
+                self._write_rejects()
+                if cursor is not None:
+                    save_cursor(self.conn, cursor[0], cursor[1], self.now)
+        finally:
+            self._flushing = False
+
+    def _write_rejects(self) -> None:
         rejects, self._rejects = self._rejects, []
-        if self.dry_run:
-            self._classify_only(orders)
+        if not rejects:
             return
-        if not orders and not rejects and cursor is None:
-            return
-        with dbmod.write(self.conn):
-            self._write(orders)
-            if rejects:
-                self.conn.executemany(
-                    "INSERT INTO rejects (run_id, job, source, file, line, field, expected, "
-                    "message, raw, created_at) VALUES (?, 'import', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            self.run_id,
-                            self.source,
-                            r.file,
-                            r.line,
-                            r.field,
-                            r.expected,
-                            r.message,
-                            r.raw,
-                            self.now,
-                        )
-                        for r in rejects
-                    ],
+        self.conn.executemany(
+            "INSERT INTO rejects (run_id, job, source, file, line, field, expected, "
+            "message, raw, created_at) VALUES (?, 'import', ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    self.run_id,
+                    self.source,
+                    r.file,
+                    r.line,
+                    r.field,
+                    r.expected,
+                    r.message,
+                    r.raw,
+                    self.now,
                 )
-            if cursor is not None:
-                save_cursor(self.conn, cursor[0], cursor[1], self.now)
+                for r in rejects
+            ],
+        )
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _existing(self, orders: list[Order]) -> dict[tuple[str, str], tuple[int, str]]:
-        found: dict[tuple[str, str], tuple[int, str]] = {}
+    def _existing(self, orders: list[Any]) -> dict[tuple[str, str], list[Any]]:
+        """(platform, external_id) → [id, content_hash, raw_hash] of orders already stored."""
+        found: dict[tuple[str, str], list[Any]] = {}
         by_platform: dict[str, list[str]] = {}
         for o in orders:
             by_platform.setdefault(o.platform, []).append(o.external_id)
@@ -152,41 +176,71 @@ class OrderStore:
             for i in range(0, len(unique), 500):
                 chunk = unique[i : i + 500]
                 rows = self.conn.execute(
-                    "SELECT id, external_id, content_hash FROM orders WHERE platform = ? "
-                    f"AND external_id IN ({', '.join('?' * len(chunk))})",
+                    "SELECT id, external_id, content_hash, raw_hash FROM orders WHERE "
+                    f"platform = ? AND external_id IN ({', '.join('?' * len(chunk))})",
                     (platform, *chunk),
                 ).fetchall()
                 for r in rows:
-                    found[(platform, r[1])] = (r[0], r[2])
+                    found[(platform, r[1])] = [r[0], r[2], r[3]]
         return found
 
-    def _classify_only(self, orders: list[Order]) -> None:
+    def _classify_only(self, orders: list[Any]) -> None:
         existing = self._existing(orders)
-        for o in orders:
-            key = (o.platform, o.external_id)
-            h = fingerprint(o)
+        for item in orders:
+            key = (item.platform, item.external_id)
             have = existing.get(key)
-            if have is None:
-                self.counts["inserted"] += 1
-                existing[key] = (0, h)
-            elif have[1] == h:
-                self.counts["unchanged"] += 1
-            else:
-                self.counts["updated"] += 1
-                existing[key] = (have[0], h)
+            outcome = self._compare(item, have)
+            if outcome is None:
+                continue
+            kind, order, h, raw = outcome
+            self.counts[kind] += 1
+            if kind != "unchanged":
+                existing[key] = [have[0] if have else 0, h, raw]
 
-    def _write(self, orders: list[Order]) -> None:
+    def _compare(
+        self, item: Any, have: list[Any] | None
+    ) -> tuple[str, Order | None, str, str | None] | None:
+        """(inserted|updated|unchanged, parsed order, content hash, raw hash); None = rejected.
+
+        A file order whose raw cells hash as before is unchanged without being parsed; one
+        whose cells changed but whose parsed values did not (a newer layout) is unchanged too.
+        """
+        raw = None
+        if isinstance(item, PendingOrder):
+            raw = item.raw_hash
+            if have is not None and have[2] == raw:
+                return "unchanged", None, have[1], raw
+            order = self._parse(item)
+            if order is None:
+                return None
+        else:
+            order = item
+        h = fingerprint(order)
+        if have is None:
+            return "inserted", order, h, raw
+        if have[1] == h:
+            return "unchanged", None, h, raw
+        return "updated", order, h, raw
+
+    def _write(self, orders: list[Any]) -> None:
         if not orders:
             return
         existing = self._existing(orders)
         conn = self.conn
-        for o in orders:
-            key = (o.platform, o.external_id)
-            h = fingerprint(o)
+        for item in orders:
+            key = (item.platform, item.external_id)
             have = existing.get(key)
-            if have is not None and have[1] == h:
-                self.counts["unchanged"] += 1
+            outcome = self._compare(item, have)
+            if outcome is None:
                 continue
+            kind, o, h, raw = outcome
+            if kind == "unchanged":
+                self.counts["unchanged"] += 1
+                if have is not None and raw is not None and have[2] != raw:
+                    conn.execute("UPDATE orders SET raw_hash = ? WHERE id = ?", (raw, have[0]))
+                    have[2] = raw
+                continue
+            assert o is not None
             values = (
                 o.number,
                 self._customer_id(o),
@@ -211,15 +265,15 @@ class OrderStore:
             )
             if have is None:
                 order_id = conn.execute(
-                    _INSERT_ORDER, (o.platform, o.external_id, *values, self.now, self.now)
+                    _INSERT_ORDER, (o.platform, o.external_id, *values, raw, self.now, self.now)
                 ).lastrowid
                 self.counts["inserted"] += 1
             else:
                 order_id = have[0]
-                conn.execute(_UPDATE_ORDER, (*values, self.now, order_id))
+                conn.execute(_UPDATE_ORDER, (*values, raw, self.now, order_id))
                 conn.execute("DELETE FROM order_items WHERE order_id = ?", (order_id,))
                 self.counts["updated"] += 1
-            existing[key] = (order_id, h)  # type: ignore[assignment]
+            existing[key] = [order_id, h, raw]
             if o.items:
                 conn.executemany(
                     _INSERT_ITEM,
