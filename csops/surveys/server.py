@@ -503,6 +503,10 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 8080, **kw:
 
     settings: SurveySettings = config.section("surveys")
     app = SurveyApp(config)
+    if settings.trusted_proxy:
+        kw.setdefault("trusted_proxy", settings.trusted_proxy)
+        kw.setdefault("trusted_proxy_headers", {"x-forwarded-for", "x-forwarded-proto"})
+        kw.setdefault("trusted_proxy_count", 1)
     server = create_server(
         app,
         host=host,

@@ -88,6 +88,9 @@ class SurveySettings:
     posts_per_client_per_minute: int = 300
     channel_timeout_s: int = 30
     threads: int = 4
+    # Address of the HTTPS reverse proxy in front of the server: the client address used for
+    # rate limits then comes from its X-Forwarded-For. Empty: the peer address.
+    trusted_proxy: str = ""
 
     def __post_init__(self) -> None:
         names = [r.name for r in self.rules]
