@@ -437,10 +437,23 @@ def woo_order(k: int, modified: datetime) -> dict[str, Any]:
         "total_tax": "0.00",
         "total": "34.90",
         "customer_id": 0 if k % 7 == 0 else 30 + k % 9,
-        "billing": {"first_name": "Léa", "last_name": f"M{k % 9}", "email": f"Woo{k % 9}@example.de",
-                    "phone": ""},
-        "line_items": [{"id": 1, "name": "Teller", "sku": "PLATE", "quantity": 3,
-                        "subtotal": "30.00", "total": "30.00", "price": 10}],
+        "billing": {
+            "first_name": "Léa",
+            "last_name": f"M{k % 9}",
+            "email": f"Woo{k % 9}@example.de",
+            "phone": "",
+        },
+        "line_items": [
+            {
+                "id": 1,
+                "name": "Teller",
+                "sku": "PLATE",
+                "quantity": 3,
+                "subtotal": "30.00",
+                "total": "30.00",
+                "price": 10,
+            }
+        ],
         "refunds": [{"id": 9, "reason": "", "total": "-5.00"}] if k % 11 == 3 else [],
     }
 
@@ -502,8 +515,9 @@ class WooServer:
         per = int(q.get("per_page", "10"))
         total_pages = max(1, -(-len(rows) // per))
         chunk = rows[(page - 1) * per : page * per]
-        return ShopifyServer._send(h, 200, chunk, {"X-WP-Total": str(len(rows)),
-                                                   "X-WP-TotalPages": str(total_pages)})
+        return ShopifyServer._send(
+            h, 200, chunk, {"X-WP-Total": str(len(rows)), "X-WP-TotalPages": str(total_pages)}
+        )
 
 
 def woo_config(base: str) -> str:

@@ -36,8 +36,9 @@ def test_random_kills_during_a_large_import_then_rerun_equal_the_reference(
     path = write_shopify(tmp_path / "big.csv", orders)
     workspace.set_config("[import]\nbatch_size = 50\n")
     ref_db = str(tmp_path / "reference.db")
-    ref = workspace.run("--db", ref_db, "import", "orders", "--from", "shopify-csv", str(path),
-                        "--json")
+    ref = workspace.run(
+        "--db", ref_db, "import", "orders", "--from", "shopify-csv", str(path), "--json"
+    )
     assert ref.code == 0, ref.stderr
     n_orders = ref.json()[0]["inserted"]
     assert n_orders == 1500 * scale

@@ -35,16 +35,23 @@ def test_pages_import_with_statuses_refunds_and_basic_auth(workspace, woo):
     assert p.code == 0, p.stderr
     assert p.json()[0]["inserted"] == 95 and p.json()[0]["pages"] == 5
     q = woo.log[0]["query"]
-    assert (q["per_page"], q["orderby"], q["order"], q["dates_are_gmt"]) == ("20", "id", "asc",
-                                                                            "true")
+    assert (q["per_page"], q["orderby"], q["order"], q["dates_are_gmt"]) == (
+        "20",
+        "id",
+        "asc",
+        "true",
+    )
     assert "modified_after" not in q
     rows = {r["external_id"]: r for r in workspace.query("SELECT * FROM orders")}
     assert rows["800"]["status"] == "paid" and rows["801"]["status"] == "completed"
     assert rows["801"]["shipped_at"] == "2024-03-03T00:01:00Z"
     assert rows["802"]["status"] == "pending" and rows["803"]["status"] == "cancelled"
     assert rows["825"]["status"] == "partially_refunded" and rows["825"]["refunded_minor"] == 500
-    assert (rows["800"]["total_minor"], rows["800"]["shipping_minor"], rows["800"]["currency"]) \
-        == (3490, 490, "EUR")
+    assert (rows["800"]["total_minor"], rows["800"]["shipping_minor"], rows["800"]["currency"]) == (
+        3490,
+        490,
+        "EUR",
+    )
     again = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
     assert again.json()[0]["inserted"] == 0 and again.json()[0]["updated"] == 0
     assert woo.log[-1]["query"]["modified_after"] < "2024-04-01T00:15:40"
@@ -81,8 +88,13 @@ def test_kill_mid_sync_resumes_at_the_page_it_stopped_on(workspace, woo):
 def test_refused_keys_exit_1_naming_the_variables_and_not_their_values(workspace, woo):
     fill(woo, 3)
     workspace.set_config(woo_config(woo.base))
-    p = workspace.run("import", "orders", "--from", "woocommerce-api",
-                      env={**ENV, "CSOPS_TEST_WC_SECRET": "cs_wrong_value_123"})
+    p = workspace.run(
+        "import",
+        "orders",
+        "--from",
+        "woocommerce-api",
+        env={**ENV, "CSOPS_TEST_WC_SECRET": "cs_wrong_value_123"},
+    )
     assert p.code == 1
     assert "CSOPS_TEST_WC_KEY" in p.stderr and "cs_wrong_value_123" not in p.stderr
     assert len(woo.log) == 1

@@ -50,7 +50,9 @@ class ScriptedChannel(BaseChannel):
             raise Killed
         mark_handed_over()
         if what in ("ok", "drop", "kill_after"):
-            ScriptedChannel.ledger[msg.message_id] = ScriptedChannel.ledger.get(msg.message_id, 0) + 1
+            ScriptedChannel.ledger[msg.message_id] = (
+                ScriptedChannel.ledger.get(msg.message_id, 0) + 1
+            )
         if what == "kill_after":
             raise Killed
         return {

@@ -423,3 +423,14 @@ def test_one_click_unsubscribe_acts_on_post_only_and_is_idempotent(shop, config)
         },
         {"address": "customer2@example.com", "scope": "all", "reason": "operator"},
     ]
+
+
+def test_a_workspace_without_its_own_pages_falls_back_to_the_packaged_ones(shop, config):
+    import shutil
+
+    shutil.rmtree(shop.root / "templates" / "pages")
+    (sid,) = insert_surveys(shop.db_path, seed_orders(shop.db_path, 1))
+    (token,) = tokens_for(config, [sid])
+    with serve_in_thread(shop.config) as srv:
+        r = requests.get(f"{srv.base}/s/{token}?score=2", timeout=10)
+    assert r.status_code == 200 and 'value="2" checked' in r.text

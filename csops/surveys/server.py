@@ -119,13 +119,16 @@ def _normalize_locale(tag: str | None) -> str | None:
 class Pages:
     """Jinja2 pages from ``templates/pages/`` with their strings from ``strings.toml``."""
 
-    def __init__(self, root: Path) -> None:
-        from jinja2 import FileSystemLoader, StrictUndefined
+    def __init__(self, roots: list[Path]) -> None:
+        from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        self.root = root
+        roots = [r for r in roots if (r / "strings.toml").is_file()]
+        if not roots:
+            raise CsopsError("no survey pages found", expected="templates/pages/strings.toml")
+        root = roots[0]
         self.env = ImmutableSandboxedEnvironment(
-            loader=FileSystemLoader(str(root)),
+            loader=ChoiceLoader([FileSystemLoader(str(r)) for r in roots]),
             autoescape=True,
             undefined=StrictUndefined,
             trim_blocks=True,
@@ -141,6 +144,15 @@ class Pages:
         t = {**self.strings["en"], **self.strings[locale]}
         template = self.env.get_template(f"{name}.html.j2")
         return template.render(t=t, locale=locale, nonce=nonce, **context).encode("utf-8")
+
+
+def page_dirs(config: Config) -> list[Path]:
+    """The workspace's ``templates/pages`` first, then the packaged defaults."""
+    from importlib import resources
+
+    dirs = [config.resolve(config.paths.templates) / "pages"] if config.path else []
+    dirs.append(Path(str(resources.files("csops.templates"))) / "pages")
+    return dirs
 
 
 class AlertWorker:
@@ -184,7 +196,7 @@ class SurveyApp:
     def __init__(self, config: Config, *, testing: bool | None = None) -> None:
         self.config = config
         self.settings: SurveySettings = config.section("surveys")
-        self.pages = Pages(config.resolve(config.paths.templates) / "pages")
+        self.pages = Pages(page_dirs(config))
         self.token_limiter = RateLimiter(self.settings.posts_per_token_per_minute)
         self.client_limiter = RateLimiter(self.settings.posts_per_client_per_minute)
         self.alerts = AlertWorker(config)
