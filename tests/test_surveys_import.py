@@ -169,3 +169,26 @@ def test_gb18030_chinese_headers_from_a_form_tool_are_read(sent, tmp_path):
     assert shop.query("SELECT score, comment FROM surveys WHERE order_id = 2") == [
         {"score": 4, "comment": "很好"}
     ]
+
+
+def test_a_detractor_alert_can_go_to_a_webhook_at_once(shop, tmp_path, httpserver):
+    import json
+
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    shop.set_config(f'[channels.hook]\ntype = "webhook"\nurl = "{httpserver.url_for("/hook")}"\n')
+    shop.config.write_text(
+        shop.config.read_text(encoding="utf-8").replace(
+            "\n[surveys]\n", '\n[surveys]\nalert_channel = "hook"\n', 1
+        ),
+        encoding="utf-8",
+    )
+    seed_orders(shop.db_path, 1)
+    path = write(tmp_path / "a.csv", [("", "#1001", "3", "我要退货", "", "nps")])
+    p = shop.run("surveys", "import", str(path))
+    assert p.code == 0, p.stderr
+    (req,) = [r for r, _ in httpserver.log]
+    body = json.loads(req.data)
+    text = json.dumps(body, ensure_ascii=False)
+    assert "#1001" in text and "我要退货" in text and "3" in text
+    assert req.headers.get("Idempotency-Key")
+    assert shop.query("SELECT state FROM outbox WHERE kind = 'alert'") == [{"state": "sent"}]
