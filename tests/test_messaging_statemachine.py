@@ -113,22 +113,25 @@ class OutboxMachine(RuleBasedStateMachine):
         ScriptedChannel.script = [outcome]
         ScriptedChannel.handed = []
         before_crash = self.pending_crash
+        killed = False
         try:
             report = deliver(self.ctx(), limit=1)
         except Killed:
-            self._sync_suppressed()
-            self.pending_crash = True
-            (oid,) = ScriptedChannel.handed
-            self.model[oid]["state"] = "sending"
-            self.model[oid]["crash"] = outcome
-            return
-        # Recovery of a previous crash happened first.
+            killed = True
+        # Recovery of a previous crash happens first, at the start of deliver().
         if before_crash:
             self.pending_crash = False
             for m in self.model.values():
                 if m["state"] == "sending":
                     m["state"] = "unknown" if m.pop("crash") == "kill_after" else "queued"
                     m["due"] = True
+        if killed:
+            self._sync_suppressed()
+            self.pending_crash = True
+            (oid,) = ScriptedChannel.handed
+            self.model[oid]["state"] = "sending"
+            self.model[oid]["crash"] = outcome
+            return
         # Rows skipped as suppressed were never handed over.
         for row in report.rows:
             if row["state"] == "suppressed":
