@@ -526,9 +526,10 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 8080, **kw:
         threads=settings.threads,
         channel_timeout=settings.channel_timeout_s,
         cleanup_interval=max(1, min(30, settings.channel_timeout_s // 2)),
-        # waitress refuses absurd declared bodies itself (413) before the app sees them; the
-        # app enforces the configured limit with its own localized 413 page.
-        max_request_body_size=settings.max_body_bytes * 4,
+        # waitress refuses absurd declared bodies (over 1 MiB) itself with 413 before reading
+        # them. Smaller oversized bodies are taken in so the client, which is still sending,
+        # gets the app's localized 413 page instead of a connection reset.
+        max_request_body_size=max(1 << 20, settings.max_body_bytes * 4),
         max_request_header_size=32768,
         expose_tracebacks=False,
         ident="csops",
