@@ -120,18 +120,19 @@ class Server:
 def serve_in_thread(config_path: Path) -> Iterator[Server]:
     """`make_server` on a free loopback port in a thread (the env must hold the signing keys)."""
     from csops.config import load_config
-    from csops.surveys.server import make_server, stop_server
+    from csops.surveys.server import make_server, serve_until
 
     config = load_config(config_path)
     server = make_server(config, host="127.0.0.1", port=0)
 
-    thread = threading.Thread(target=server.run, daemon=True)
+    stop = threading.Event()
+    thread = threading.Thread(target=serve_until, args=(server, stop), daemon=True)
     thread.start()
     try:
         yield Server(f"http://127.0.0.1:{server.effective_port}", server.csops_app, server)
     finally:
-        stop_server(server)
-        thread.join(timeout=5)
+        stop.set()
+        thread.join(timeout=10)
 
 
 LEAK = re.compile(r"Traceback|File \"|/tmp/|/work/|\.py\b|sqlite|SELECT |Error:|Exception")

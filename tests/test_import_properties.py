@@ -30,8 +30,15 @@ from csops.importers.settings import MappingSettings
 MAPPED = build_format(
     "fuzz",
     MappingSettings(
-        columns={"order_id": "id", "created_at": "when", "total": "total", "sku": "sku",
-                 "quantity": "qty", "unit_price": "price", "status": "status"},
+        columns={
+            "order_id": "id",
+            "created_at": "when",
+            "total": "total",
+            "sku": "sku",
+            "quantity": "qty",
+            "unit_price": "price",
+            "status": "status",
+        },
         status_map={"ok": "paid", "gone": "cancelled"},
     ),
 )
@@ -45,8 +52,11 @@ READERS = {
     "csv": (MAPPED, ["id", "when", "total", "sku", "qty", "price", "status"]),
 }
 ENV = ParseEnv(tz=ZoneInfo("Asia/Shanghai"), currency="CNY", field_size_limit=4096)
-FUZZ = settings(max_examples=300, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def consume(fmt, data: bytes, encoding: str | None = None) -> tuple[int, int]:
@@ -65,8 +75,16 @@ def consume(fmt, data: bytes, encoding: str | None = None) -> tuple[int, int]:
             assert exc.message
             rejected += len(item.rows)
             continue
-        assert order.status in ("pending", "paid", "shipped", "delivered", "completed",
-                                "cancelled", "refunded", "partially_refunded")
+        assert order.status in (
+            "pending",
+            "paid",
+            "shipped",
+            "delivered",
+            "completed",
+            "cancelled",
+            "refunded",
+            "partially_refunded",
+        )
         assert isinstance(order.total_minor, int)
         ok += len(item.rows)
     return ok, rejected
@@ -91,25 +109,46 @@ def test_arbitrary_bytes_never_raise_anything_but_a_user_error(name, data):
 # ---------------------------------------------------------------- P2: mangled values
 
 mangled_cell = st.one_of(
-    st.sampled_from(["", "abc", "-1", "1.234,56", "9e99", "=1+1", '"', "\x00", "2024-13-40",
-                     "\r\n", "ZZZ", "'0812", '="123"', "交易成功", "paid", "12.345"]),
+    st.sampled_from(
+        [
+            "",
+            "abc",
+            "-1",
+            "1.234,56",
+            "9e99",
+            "=1+1",
+            '"',
+            "\x00",
+            "2024-13-40",
+            "\r\n",
+            "ZZZ",
+            "'0812",
+            '="123"',
+            "交易成功",
+            "paid",
+            "12.345",
+        ]
+    ),
     st.text(max_size=20),
 )
 
 
 @pytest.mark.parametrize("name", list(READERS))
 @FUZZ
-@given(rows=st.lists(st.lists(mangled_cell, min_size=7, max_size=7), min_size=1, max_size=12),
-       )
+@given(
+    rows=st.lists(st.lists(mangled_cell, min_size=7, max_size=7), min_size=1, max_size=12),
+)
 def test_every_generated_row_is_imported_or_rejected_never_lost(name, rows):
     fmt, columns = READERS[name]
-    used = columns[: 7] if len(columns) >= 7 else columns
+    used = columns[:7] if len(columns) >= 7 else columns
     if fmt.delimiter == "\t":
         # no quoting in Amazon reports: tabs and newlines inside a value cannot exist
-        rows = [[c.replace("\t", " ").replace("\n", " ").replace("\r", " ") for c in r]
-                for r in rows]
-        text = "\t".join(columns) + "\n" + "".join(
-            "\t".join(r[: len(columns)]) + "\n" for r in rows)
+        rows = [
+            [c.replace("\t", " ").replace("\n", " ").replace("\r", " ") for c in r] for r in rows
+        ]
+        text = (
+            "\t".join(columns) + "\n" + "".join("\t".join(r[: len(columns)]) + "\n" for r in rows)
+        )
         physical = len(rows)
         data = text.encode("utf-8", "surrogatepass")
     else:
@@ -142,19 +181,24 @@ def blank_rows(data: bytes, fmt) -> int:
 
 # ---------------------------------------------------------------- P4: round trip
 
-names = st.text(st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1,
-                max_size=30).filter(lambda s: s.strip() == s and s != "")
+names = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cs", "Cc"]), min_size=1, max_size=30
+).filter(lambda s: s.strip() == s and s != "")
 
 
 @st.composite
 def gen_order(draw, k: int):
     currency = draw(st.sampled_from(["USD", "EUR", "JPY", "CNY"]))
     exp = 0 if currency == "JPY" else 2
-    items = draw(st.lists(st.tuples(names, st.integers(0, 50), st.integers(0, 10**7)),
-                          min_size=1, max_size=4))
+    items = draw(
+        st.lists(
+            st.tuples(names, st.integers(0, 50), st.integers(0, 10**7)), min_size=1, max_size=4
+        )
+    )
     offset = draw(st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15))
     created = datetime(2024, 1, 1, tzinfo=timezone(timedelta(minutes=offset))) + timedelta(
-        seconds=draw(st.integers(0, 10**7)))
+        seconds=draw(st.integers(0, 10**7))
+    )
     return {
         "number": f"#{1000 + k}",
         "currency": currency,
@@ -169,8 +213,7 @@ def gen_order(draw, k: int):
 
 
 def amount(minor: int, exp: int) -> str:
-    return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))) if exp else str(
-        minor)
+    return str(Decimal(minor).scaleb(-exp).quantize(Decimal(1).scaleb(-exp))) if exp else str(minor)
 
 
 @FUZZ
@@ -183,25 +226,36 @@ def test_generated_orders_written_as_shopify_exports_read_back_equal(orders):
         subtotal = sum(q * p for _, q, p in o["items"])
         for i, (name, qty, price) in enumerate(o["items"]):
             row = dict.fromkeys(SHOPIFY_COLUMNS, "")
-            row.update({"Name": o["number"], "Email": o["email"],
-                        "Created at": o["created"].strftime("%Y-%m-%d %H:%M:%S %z"),
-                        "Lineitem quantity": str(qty), "Lineitem name": name,
-                        "Lineitem price": amount(price, o["exp"]), "Lineitem sku": f"S{i}"})
+            row.update(
+                {
+                    "Name": o["number"],
+                    "Email": o["email"],
+                    "Created at": o["created"].strftime("%Y-%m-%d %H:%M:%S %z"),
+                    "Lineitem quantity": str(qty),
+                    "Lineitem name": name,
+                    "Lineitem price": amount(price, o["exp"]),
+                    "Lineitem sku": f"S{i}",
+                }
+            )
             if i == 0:
-                row.update({"Financial Status": o["financial"], "Fulfillment Status": "",
-                            "Currency": o["currency"], "Billing Name": o["bill"],
-                            "Subtotal": amount(subtotal, o["exp"]),
-                            "Shipping": amount(o["shipping"], o["exp"]),
-                            "Total": amount(subtotal + o["shipping"], o["exp"])})
+                row.update(
+                    {
+                        "Financial Status": o["financial"],
+                        "Fulfillment Status": "",
+                        "Currency": o["currency"],
+                        "Billing Name": o["bill"],
+                        "Subtotal": amount(subtotal, o["exp"]),
+                        "Shipping": amount(o["shipping"], o["exp"]),
+                        "Total": amount(subtotal + o["shipping"], o["exp"]),
+                    }
+                )
             w.writerow(row)
-    _, items = read_orders(io.BytesIO(buf.getvalue().encode()), shopify_csv.SOURCE, ENV,
-                           file="p4")
+    _, items = read_orders(io.BytesIO(buf.getvalue().encode()), shopify_csv.SOURCE, ENV, file="p4")
     got = [item.parse() for item in items]
     assert len(got) == len(orders)
     for o, g in zip(orders, got, strict=True):
         assert g.number == o["number"] and g.currency == o["currency"]
-        assert g.created_at == o["created"].astimezone(timezone.utc).strftime(
-            "%Y-%m-%dT%H:%M:%SZ")
+        assert g.created_at == o["created"].astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert g.total_minor == sum(q * p for _, q, p in o["items"]) + o["shipping"]
         assert g.shipping_minor == o["shipping"]
         assert [(i.name, i.quantity, i.unit_price_minor) for i in g.items] == o["items"]
@@ -219,10 +273,17 @@ def cli_env(workspace, monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["shopify-csv", "taobao-csv", "amazon-tsv"])
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(body=st.one_of(st.binary(max_size=600),
-                      st.lists(mangled_cell, max_size=40).map(lambda c: ",".join(c).encode())))
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    body=st.one_of(
+        st.binary(max_size=600),
+        st.lists(mangled_cell, max_size=40).map(lambda c: ",".join(c).encode()),
+    )
+)
 def test_the_command_never_shows_a_traceback_and_a_second_import_changes_nothing(
     cli_env, tmp_path, name, body
 ):
@@ -235,13 +296,20 @@ def test_the_command_never_shows_a_traceback_and_a_second_import_changes_nothing
     data = (sep.join(columns) + "\n").encode() + body
     path = tmp_path / "fuzz.bin"
     path.write_bytes(data)
-    args = ["--config", str(cli_env.config), "import", "orders", "--from", name, str(path),
-            "--json"]
+    args = [
+        "--config",
+        str(cli_env.config),
+        "import",
+        "orders",
+        "--from",
+        name,
+        str(path),
+        "--json",
+    ]
     runner = CliRunner()
     first = runner.invoke(cli, args)
     assert first.exit_code in (0, 1, 2, 3), first.output
-    assert first.exception is None or isinstance(first.exception, SystemExit), repr(
-        first.exception)
+    assert first.exception is None or isinstance(first.exception, SystemExit), repr(first.exception)
     assert "Traceback" not in first.output
     conn = sqlite3.connect(cli_env.db_path)
     before = conn.execute("SELECT * FROM orders ORDER BY id").fetchall()

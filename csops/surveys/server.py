@@ -540,14 +540,18 @@ def make_server(config: Config, host: str = "127.0.0.1", port: int = 8080, **kw:
     return server
 
 
-def stop_server(server: Any) -> None:
-    """Stop a running waitress server from another thread: close its channels in its loop."""
+def serve_until(server: Any, stop: threading.Event, tick: float = 0.2) -> None:
+    """Run a server made by :func:`make_server` until ``stop`` is set, then close everything.
 
-    def close_all() -> None:
+    For embedding (tests run the server in a thread this way). Everything is closed by the
+    thread that ran the loop, after it stopped polling, so no socket is closed under select().
+    """
+    try:
+        while not stop.is_set():
+            server.asyncore.loop(timeout=tick, map=server._map, count=1)
+    finally:
+        server.task_dispatcher.shutdown(timeout=5)
         for channel in list(server._map.values()):
             with contextlib.suppress(OSError):
                 channel.close()
-
-    server.trigger.pull_trigger(close_all)
-    server.task_dispatcher.shutdown(timeout=5)
-    server.csops_app.alerts.stop()
+        server.csops_app.alerts.stop()
