@@ -77,29 +77,23 @@ def surveys_serve(host: str, port: int) -> None:
     unsubscribes are POSTs. Stop with Ctrl-C or SIGTERM.
     """
     import signal
+    import threading
 
     from csops.log import get_logger
-    from csops.surveys.server import make_server
+    from csops.surveys.server import make_server, serve_until
     from csops.tokens import signing_keys
 
     config = app().config()
     signing_keys(config)  # a missing key env var is exit 2 now, not a 500 on the first click
     server = make_server(config, host=host, port=port)
     log = get_logger("surveys.serve")
-
-    def stop(signum, frame):  # type: ignore[no-untyped-def]
-        server.close()
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
     click.echo(f"serving survey links on http://{host}:{server.effective_port}/", err=True)
     log.info("survey server listening", extra={"host": host, "port": server.effective_port})
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.csops_app.alerts.stop()
+    serve_until(server, stop)
+    log.info("survey server stopped")
 
 
 @surveys.command(name="summary")
