@@ -192,3 +192,12 @@ def test_a_detractor_alert_can_go_to_a_webhook_at_once(shop, tmp_path, httpserve
     assert "#1001" in text and "我要退货" in text and "3" in text
     assert req.headers.get("Idempotency-Key")
     assert shop.query("SELECT state FROM outbox WHERE kind = 'alert'") == [{"state": "sent"}]
+
+
+def test_answers_can_be_piped_on_stdin(sent):
+    shop, _sink = sent
+    p = shop.run("surveys", "import", "-", "--json", input="order,score\n#1004,5\n#1004,0\n")
+    assert p.code == 3
+    assert "-:3: score:" in p.stderr
+    assert shop.query("SELECT score FROM surveys WHERE order_id = 4") == [{"score": 5}]
+    assert list((shop.root / "rejects").glob("surveys-stdin-*.csv"))
