@@ -54,6 +54,7 @@ class Response:
     content_type: str = "text/html; charset=utf-8"
     headers: list[tuple[str, str]] = field(default_factory=list)
     locale: str = "en"
+    nonce: str = ""  # the CSP nonce of the page's <style>
 
 
 class RateLimiter:
@@ -237,7 +238,7 @@ class SurveyApp:
         return [b""] if method == "HEAD" else [resp.body]
 
     def security_headers(self, resp: Response) -> list[tuple[str, str]]:
-        nonce = getattr(resp, "nonce", "")
+        nonce = resp.nonce
         csp = (
             "default-src 'none'; "
             + (f"style-src 'nonce-{nonce}'; " if nonce else "")
@@ -257,9 +258,7 @@ class SurveyApp:
     def page(self, status: int, name: str, locale: str, **context: Any) -> Response:
         nonce = secrets.token_urlsafe(12)
         body = self.pages.render(name, locale, nonce, shop=self.config.shop.name, **context)
-        resp = Response(status, body, locale=locale)
-        resp.nonce = nonce  # type: ignore[attr-defined]
-        return resp
+        return Response(status, body, locale=locale, nonce=nonce)
 
     def error_page(
         self, environ: dict[str, Any], status: int, message: str, locale: str | None = None
