@@ -383,7 +383,10 @@ class SurveyApp:
         if row is None:
             return err
         locale = self._locale(row, environ.get("HTTP_ACCEPT_LANGUAGE", ""))
-        query = parse_qs(environ.get("QUERY_STRING", ""), max_num_fields=20)
+        try:
+            query = parse_qs(environ.get("QUERY_STRING", ""), max_num_fields=20)
+        except ValueError:  # a link mangled by a mail client: show the page without a choice
+            query = {}
         score = row["score"]
         if query.get("score"):
             try:
