@@ -437,3 +437,46 @@ def test_a_workspace_without_its_own_pages_falls_back_to_the_packaged_ones(shop,
     with serve_in_thread(shop.config) as srv:
         r = requests.get(f"{srv.base}/s/{token}?score=2", timeout=10)
     assert r.status_code == 200 and 'value="2" checked' in r.text
+
+
+def test_random_hostile_requests_never_get_a_5xx_or_leak_internals(shop, config):
+    import random
+
+    from csops.tokens import unsubscribe_url
+
+    (sid,) = insert_surveys(shop.db_path, seed_orders(shop.db_path, 1))
+    (token,) = tokens_for(config, [sid])
+    utoken = unsubscribe_url(config, "customer1@example.com").rsplit("/", 1)[1]
+    rng = random.Random(8058)
+    junk = ["%", "%zz", "%ff", "'", '"', "<", ">", "\\", "&", "=", ";", "..", "/", "?", "é", "中"]
+
+    def rs(n: int) -> str:
+        return "".join(rng.choice([*junk, *"abcXYZ019-_."]) for _ in range(n))
+
+    with serve_in_thread(shop.config) as srv:
+        port = int(srv.base.rsplit(":", 1)[1])
+        for _ in range(300):
+            method = rng.choice(["GET", "POST", "HEAD", "PUT", "OPTIONS", "DELETE"])
+            path = rng.choice(
+                [f"/s/{token}", f"/u/{utoken}", f"/s/{token[:-3]}{rs(3)}", "/", f"/s/{rs(20)}"]
+            ) + rng.choice(["", "?score=" + rs(3), "?" + rs(10)])
+            body = rng.choice(
+                [
+                    b"",
+                    f"score=3&comment={rs(10)}".encode(),
+                    bytes(rng.randrange(256) for _ in range(40)),
+                ]
+            )
+            ctype = rng.choice(["application/x-www-form-urlencoded", "text/plain", "multipart/x"])
+            head = (
+                f"{method} {path.replace(' ', '%20')} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Content-Type: {ctype}\r\nAccept-Language: {rng.choice(['zh', 'en;q=x', '*'])}\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            )
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(head.encode("utf-8") + body)
+                reply = b""
+                while chunk := s.recv(65536):
+                    reply += chunk
+            assert reply[9:10] in (b"2", b"4"), (head, reply[:200])
+            assert_no_leak(reply.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace"))
