@@ -401,12 +401,6 @@ def deliver(
                 continue
             channel = get_channel(row["channel"])
             msg = OutMessage.from_row(row)
-            if (
-                row["is_marketing"]
-                and "@" in msg.recipient
-                and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
-            ):
-                msg.headers.update(_unsubscribe_headers(config, msg.recipient))
             marked: list[bool] = []
 
             def mark(row_id: int = row["id"], marked: list[bool] = marked) -> None:
@@ -417,6 +411,12 @@ def deliver(
                 marked.append(True)
 
             try:
+                if (
+                    row["is_marketing"]
+                    and "@" in msg.recipient
+                    and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
+                ):
+                    msg.headers.update(_unsubscribe_headers(config, msg.recipient))
                 outcome = channel.send(msg, mark)
             except Exception:  # a channel bug or a stop (bad credentials): settle, re-raise
                 with dbmod.write(conn):
