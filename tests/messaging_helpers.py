@@ -35,6 +35,7 @@ class Sink:
         drop_every: int = 0,
         pidfile: Path | None = None,
         port: int | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.ledger_path = tmp / f"ledger-{self.port}.jsonl"
@@ -59,6 +60,7 @@ class Sink:
             args += ["--faults", str(fpath)]
         if mail_reply:
             args += ["--mail-reply", mail_reply]
+        args += extra_args or []
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.proc.stdout.readline().decode()
         assert line.startswith("READY"), self.proc.stderr.read().decode()
@@ -89,17 +91,18 @@ class Sink:
         self.stop()
 
 
-def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:  # noqa: ANN001
+def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:
     """Make ``name`` an SMTP channel to the sink and the default channel; no quiet hours."""
+    security = "" if "security" in extra else 'security = "none"\n'
     ws.set_config(
         f'[channels.{name}]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'security = "none"\ntimeout = 5\n{extra}'
+        f"{security}timeout = 5\n{extra}"
     )
     ws.replace_config('default_channel = "outbox"', f'default_channel = "{name}"')
     no_quiet_hours(ws)
 
 
-def no_quiet_hours(ws) -> None:  # noqa: ANN001
+def no_quiet_hours(ws) -> None:
     ws.replace_config('quiet_hours = "21:00-09:00"', 'quiet_hours = ""')
 
 
@@ -108,7 +111,7 @@ def env(now: str = NOW, **extra: str) -> dict[str, str]:
 
 
 def queue(
-    ws,  # noqa: ANN001
+    ws,
     n: int,
     *,
     channel: str = "mail",
@@ -151,12 +154,12 @@ def queue(
     return ids
 
 
-def states(ws) -> dict[str, int]:  # noqa: ANN001
+def states(ws) -> dict[str, int]:
     rows = ws.query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
     return {r["state"]: r["n"] for r in rows}
 
 
-def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]]) -> None:  # noqa: ANN001
+def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]]) -> None:
     """Insert customers and orders as an importer would have left them."""
     conn = ws.db()
     try:
@@ -195,7 +198,7 @@ def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]
         conn.close()
 
 
-def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:  # noqa: ANN001
+def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():

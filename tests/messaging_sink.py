@@ -22,13 +22,15 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
+import ssl
 import sys
 import threading
 import time
 from email.parser import BytesHeaderParser
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 class Handler:
@@ -43,6 +45,9 @@ class Handler:
         self.count_file = args.ledger + ".mailcount"
         self.drop_every = args.drop_every
         self.data_count = 0
+        self.random_reply = args.random_reply
+        self.random_rate = args.random_rate
+        self.rng = random.Random(1234)
 
     def fault(self, rcpt: str, at: str) -> dict | None:
         f = self.faults.get(rcpt)
@@ -59,7 +64,7 @@ class Handler:
         except (OSError, ValueError):
             pass
 
-    def record(self, envelope) -> None:  # noqa: ANN001
+    def record(self, envelope) -> None:
         headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
         entry = {
             "message_id": headers.get("Message-ID"),
@@ -71,7 +76,7 @@ class Handler:
         self.ledger.flush()
         os.fsync(self.ledger.fileno())
 
-    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: ANN001
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.mail_count += 1
         with open(self.count_file, "w") as fh:
             fh.write(str(self.mail_count))
@@ -80,7 +85,7 @@ class Handler:
         envelope.mail_from = address
         return "250 OK"
 
-    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: ANN001
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.attempts[address] = self.attempts.get(address, 0) + 1
         f = self.fault(address, "rcpt")
         if f:
@@ -94,7 +99,7 @@ class Handler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         if self.delay:
             await asyncio.sleep(self.delay)
         rcpt = envelope.rcpt_tos[0] if envelope.rcpt_tos else ""
@@ -129,15 +134,38 @@ def main() -> None:
     p.add_argument("--pidfile")
     p.add_argument("--mail-reply")
     p.add_argument("--drop-every", type=int, default=0)
+    p.add_argument("--random-reply")  # e.g. "454 4.7.0 busy" at RCPT ...
+    p.add_argument("--random-rate", type=float, default=0.0)  # ... for this share of attempts
+    p.add_argument("--tls", choices=["starttls", "ssl"])
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--auth")  # user:password
     args = p.parse_args()
     handler = Handler(args)
     loop = asyncio.new_event_loop()
+    ctx = None
+    if args.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.cert, args.key)
+    kwargs = {}
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+            return AuthResult(success=ok, handled=False)
+
+        kwargs.update(authenticator=authenticator, auth_required=True)
+    if args.tls == "starttls":
+        kwargs.update(tls_context=ctx, require_starttls=True)
+    else:
+        kwargs.update(auth_require_tls=False)
+
+    def factory() -> SMTP:
+        return SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True, **kwargs)
+
     server = loop.run_until_complete(
-        loop.create_server(
-            lambda: SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True),
-            "127.0.0.1",
-            args.port,
-        )
+        loop.create_server(factory, "127.0.0.1", args.port, ssl=ctx if args.tls == "ssl" else None)
     )
     print("READY", flush=True)
     sys.stdout.close()

@@ -16,7 +16,7 @@ NOW = datetime(2024, 4, 20, 2, 0, tzinfo=UTC)
 SH = ZoneInfo("Asia/Shanghai")
 
 
-def order(**kw) -> OrderFacts:  # noqa: ANN003
+def order(**kw) -> OrderFacts:
     times = kw.pop("times", {})
     base = dict(
         order_id=1,
@@ -32,7 +32,7 @@ def order(**kw) -> OrderFacts:  # noqa: ANN003
     return OrderFacts(**base)
 
 
-def rule(**kw) -> FollowupRule:  # noqa: ANN003
+def rule(**kw) -> FollowupRule:
     base = dict(name="r", trigger="delivered", template="delivery_checkin", delay="3d",
                 expire_after="4d")  # fmt: skip
     base.update(kw)

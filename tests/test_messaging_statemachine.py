@@ -13,6 +13,7 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from tempfile import mkdtemp
+from typing import ClassVar
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
@@ -36,14 +37,14 @@ class Killed(BaseException):
 class ScriptedChannel(BaseChannel):
     """A receiver whose next answer the state machine chooses; it keeps the ledger."""
 
-    script: list[str] = []
-    ledger: dict[str, int] = {}
-    handed: list[int] = []
+    script: ClassVar[list[str]] = []
+    ledger: ClassVar[dict[str, int]] = {}
+    handed: ClassVar[list[int]] = []
 
-    def __init__(self, name, settings, config) -> None:  # noqa: ANN001
+    def __init__(self, name, settings, config) -> None:
         self.name = name
 
-    def send(self, msg, mark_handed_over):  # noqa: ANN001, ANN201
+    def send(self, msg, mark_handed_over):
         what = ScriptedChannel.script.pop(0) if ScriptedChannel.script else "ok"
         ScriptedChannel.handed.append(msg.id)
         if what == "kill_before":
@@ -171,7 +172,7 @@ class OutboxMachine(RuleBasedStateMachine):
     @precondition(lambda self: any(m["state"] in ("failed", "unknown", "suppressed")
                                    for m in self.model.values()))  # fmt: skip
     @rule(data=st.data())
-    def operator_retry(self, data) -> None:  # noqa: ANN001
+    def operator_retry(self, data) -> None:
         ids = sorted(i for i, m in self.model.items()
                      if m["state"] in ("failed", "unknown", "suppressed"))  # fmt: skip
         oid = data.draw(st.sampled_from(ids))
@@ -181,7 +182,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(m["state"] == "unknown" for m in self.model.values()))
     @rule(data=st.data(), outcome=st.sampled_from(["sent", "failed"]))
-    def operator_resolve(self, data, outcome: str) -> None:  # noqa: ANN001
+    def operator_resolve(self, data, outcome: str) -> None:
         ids = sorted(i for i, m in self.model.items() if m["state"] == "unknown")
         oid = data.draw(st.sampled_from(ids))
         resolve(self.conn, oid, outcome, now=self.now)

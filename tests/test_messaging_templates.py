@@ -63,7 +63,7 @@ def test_a_missing_variable_is_an_error_never_a_blank(config):
     assert "number" in str(exc.value)
 
 
-def _write(ws, name: str, text: str, subject: str = "Hi", html: str | None = None) -> None:  # noqa: ANN001
+def _write(ws, name: str, text: str, subject: str = "Hi", html: str | None = None) -> None:
     d = ws.root / "templates" / "messages" / name
     d.mkdir(parents=True, exist_ok=True)
     (d / "en.subject.txt").write_text(subject)
@@ -121,8 +121,8 @@ def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspac
         raw = f.read_bytes()
         assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
         msg = email.message_from_bytes(raw, policy=policy.default)
-        assert {k.lower() for k in msg.keys()} <= allowed
-        assert "bcc" not in {k.lower() for k in msg.keys()}
+        assert {k.lower() for k in msg} <= allowed
+        assert "bcc" not in {k.lower() for k in msg}
         assert len(msg.get_all("To")) == 1 and "," not in msg["To"]
         text = msg.get_body(("plain",)).get_content()
         html = msg.get_body(("html",)).get_content()

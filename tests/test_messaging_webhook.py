@@ -24,10 +24,10 @@ class Receiver:
         receiver = self
 
         class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):  # noqa: ANN002
+            def log_message(self, *a):
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 key = self.headers.get("Idempotency-Key")
                 with receiver.lock:
@@ -146,12 +146,8 @@ def test_webhook_faults_end_in_the_right_state_and_each_key_is_processed_once(
                 assert row["state"] == "sent" and by_key[key] == 2
             else:
                 assert row["state"] == "unknown" and by_key[key] == 1
-    # The 429's hint (2 s) was honoured over the 1 s backoff.
-    retried = [r for r in rec.requests if faults.get(r["to"]) == "429"]
-    first: dict[str, float] = {}
-    for r in retried:
-        first.setdefault(r["to"], r["time"])
-    assert retried
+    # Every 429 was retried (the hint itself is checked in the next test).
+    assert all(by_key[rows[a]["message_id"]] == 2 for a, f in faults.items() if f == "429")
 
 
 def test_webhook_429_hint_sets_the_next_attempt_no_earlier_than_retry_after(workspace):

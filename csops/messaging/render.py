@@ -61,16 +61,16 @@ def pick_locale(customer_locale: str | None, config: Any) -> str:
 
 def template_dirs(config: Any) -> list[Path]:
     """The workspace templates folder first, then the packaged defaults."""
-    dirs = []
     if config is not None and getattr(config, "path", None) is not None:
-        dirs.append(config.resolve(config.paths.templates))
-    dirs.append(Path(str(resources.files("csops.templates"))))
-    seen, out = set(), []
-    for d in dirs:
-        if d not in seen:
-            seen.add(d)
-            out.append(d)
-    return out
+        return list(_dirs(str(config.resolve(config.paths.templates))))
+    return list(_dirs(None))
+
+
+@lru_cache(maxsize=32)
+def _dirs(workspace: str | None) -> tuple[Path, ...]:
+    dirs = [Path(workspace)] if workspace else []
+    packaged = Path(str(resources.files("csops.templates")))
+    return tuple(dirs + ([packaged] if packaged not in dirs else []))
 
 
 def _money(minor: Any, currency: str) -> str:
@@ -172,6 +172,17 @@ def template_names(config: Any) -> list[str]:
     return sorted(names)
 
 
+@lru_cache(maxsize=256)
+def _parts(dirs: tuple[Path, ...], name: str) -> tuple[tuple[str, ...], frozenset[str]]:
+    """(locales with a text part, locales with an HTML part) of one template, cached for a
+    run: a render must not stat the template folders for every message."""
+    text = [loc for loc in LOCALES if any((d / "messages" / name / f"{loc}.txt").is_file()
+                                          for d in dirs)]  # fmt: skip
+    html = {loc for loc in LOCALES if any((d / "messages" / name / f"{loc}.html").is_file()
+                                          for d in dirs)}  # fmt: skip
+    return tuple(text), frozenset(html)
+
+
 def template_locales(config: Any, name: str) -> list[str]:
     found = set()
     for d in template_dirs(config):
@@ -260,7 +271,8 @@ def render_message(config: Any, name: str, locale: str, context: dict) -> Render
     settings = config.section("messaging") if config is not None else None
     max_bytes = settings.max_render_bytes if settings else 1_000_000
     seconds = settings.max_render_seconds if settings else 2.0
-    locales = template_locales(config, name)
+    dirs = tuple(template_dirs(config))
+    locales, html_locales = _parts(dirs, name)
     if not locales:
         raise TemplateError(f"no message template named {name!r}", expected="templates list")
     if locale not in locales:
@@ -272,7 +284,7 @@ def render_message(config: Any, name: str, locale: str, context: dict) -> Render
         subject = _render_one(env, f"{base}.subject.txt", ctx, max_bytes, deadline)
         text = _render_one(env, f"{base}.txt", ctx, max_bytes, deadline)
         html = None
-        if any((d / f"{base}.html").is_file() for d in template_dirs(config)):
+        if locale in html_locales:
             html = _render_one(env, f"{base}.html", ctx, max_bytes, deadline)
     return Rendered(subject=header_safe(subject), text=text, html=html, locale=locale)
 

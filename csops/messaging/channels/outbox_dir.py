@@ -20,8 +20,7 @@ from csops.messaging.channels.base import (
     Kind,
     Outcome,
     OutMessage,
-    build_email,
-    email_bytes,
+    mime_bytes,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -56,7 +55,7 @@ class OutboxDirChannel(BaseChannel):
 
     def send(self, msg: OutMessage, mark_handed_over: Callable[[], None]) -> Outcome:
         try:
-            email = build_email(
+            data = mime_bytes(
                 msg,
                 from_address=self.from_address,
                 from_name=self.from_name,
@@ -67,7 +66,6 @@ class OutboxDirChannel(BaseChannel):
         final = self.path_for(msg)
         if final.exists():  # written by a run that died before committing
             return Outcome("sent", "exists", "already in the outbox folder")
-        data = email_bytes(email)
         tmp = self.tmp / f"{final.name}.{os.getpid()}"
         try:
             with open(tmp, "wb") as fh:

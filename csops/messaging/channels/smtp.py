@@ -15,14 +15,13 @@ import ssl
 from collections.abc import Callable
 
 from csops import timeutil
-from csops.errors import RemoteAuthError
+from csops.errors import ChannelError, RemoteAuthError
 from csops.messaging.channels.base import (
     BaseChannel,
     HeaderInjection,
     Outcome,
     OutMessage,
-    build_email,
-    email_bytes,
+    mime_bytes,
 )
 
 _HINT = re.compile(r"(\d+)\s*(seconds?|secs?|s\b|minutes?|mins?)", re.I)
@@ -65,11 +64,19 @@ class SmtpChannel(BaseChannel):
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        ctx = ssl.create_default_context()
+        cafile = str(self.config.resolve(s.ca_file)) if s.ca_file else None
+        ctx = ssl.create_default_context(cafile=cafile)
         if s.security == "ssl":
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, local_hostname=self.helo, timeout=s.timeout, context=ctx
-            )
+            try:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, local_hostname=self.helo, timeout=s.timeout, context=ctx
+                )
+            except ssl.SSLCertVerificationError as exc:
+                raise ChannelError(
+                    f"TLS certificate of {s.host}:{s.port} is not trusted: {exc.verify_message}",
+                    field=f"channels.{self.name}.ca_file",
+                    expected="a certificate trusted by the system or by ca_file",
+                ) from None
         else:
             conn = smtplib.SMTP(s.host, s.port, local_hostname=self.helo, timeout=s.timeout)
         try:
@@ -85,6 +92,13 @@ class SmtpChannel(BaseChannel):
                 f"SMTP server {s.host}:{s.port} refused the login ({exc.smtp_code})",
                 field=f"channels.{self.name}.password_env",
                 expected=f"valid credentials in ${s.password_env}",
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            self._drop(conn)
+            raise ChannelError(
+                f"TLS certificate of {s.host}:{s.port} is not trusted: {exc.verify_message}",
+                field=f"channels.{self.name}.ca_file",
+                expected="a certificate trusted by the system or by ca_file",
             ) from None
         except BaseException:
             self._drop(conn)
@@ -115,12 +129,11 @@ class SmtpChannel(BaseChannel):
 
     def send(self, msg: OutMessage, mark_handed_over: Callable[[], None]) -> Outcome:
         try:
-            email = build_email(
+            data = mime_bytes(
                 msg, from_address=self.from_address, from_name=self.from_name, date=timeutil.now()
             )
         except HeaderInjection as exc:
             return Outcome("permanent", "header_injection", str(exc))
-        data = email_bytes(email)
         data = _DOTS.sub(b"..", data)
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
@@ -143,7 +156,7 @@ class SmtpChannel(BaseChannel):
             handed = True
             conn.send(data)
             code, resp = conn.getreply()
-        except RemoteAuthError:
+        except (RemoteAuthError, ChannelError):
             raise
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self._drop(self.conn)
