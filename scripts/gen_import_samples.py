@@ -17,9 +17,7 @@ CN = timezone(timedelta(hours=8))
 rng = random.Random(20240420)
 
 SHOPIFY_HEADER = (OUT / "shopify_orders_export.csv").read_text(encoding="utf-8").splitlines()[0]
-TAOBAO_HEADER = (
-    (OUT / "taobao_orders_export.csv").read_bytes().decode("gb18030").splitlines()[0]
-)
+TAOBAO_HEADER = (OUT / "taobao_orders_export.csv").read_bytes().decode("gb18030").splitlines()[0]
 AMAZON_HEADER = (OUT / "amazon_all_orders.tsv").read_text(encoding="utf-8").splitlines()[0]
 
 PRODUCTS = [
@@ -78,7 +76,9 @@ def shopify() -> None:
         }[kind]
         fulfilled = kind in ("fulfilled", "refunded", "partial_refund")
         paid_at = "" if kind in ("pending", "cancelled") else ts(created + timedelta(seconds=40))
-        fulfilled_at = ts(created + timedelta(days=1, hours=rng.randrange(2, 20))) if fulfilled else ""
+        fulfilled_at = (
+            ts(created + timedelta(days=1, hours=rng.randrange(2, 20))) if fulfilled else ""
+        )
         refunded = {"refunded": total, "partial_refund": lines[0][3]}.get(kind, 0)
         for i, (p, q) in enumerate(zip(lines, qtys)):
             r = dict.fromkeys(cols, "")
@@ -117,7 +117,9 @@ def shopify() -> None:
                         "Shipping Name": name,
                         "Billing Country": "CN",
                         "Shipping Country": "CN",
-                        "Cancelled at": ts(created + timedelta(hours=3)) if kind == "cancelled" else "",
+                        "Cancelled at": ts(created + timedelta(hours=3))
+                        if kind == "cancelled"
+                        else "",
                         "Payment Method": "Shopify Payments",
                         "Refunded Amount": f"{refunded:.2f}",
                         "Outstanding Balance": "0.00",
@@ -145,7 +147,11 @@ def taobao() -> None:
         q = 1 + n % 2
         goods = p[3] * q
         age = (datetime(2024, 4, 20, 10) - created).days
-        status = "交易成功" if age >= 8 else ("卖家已发货，等待买家确认" if age >= 2 else "买家已付款，等待卖家发货")
+        status = (
+            "交易成功"
+            if age >= 8
+            else ("卖家已发货，等待买家确认" if age >= 2 else "买家已付款，等待卖家发货")
+        )
         refund = 0
         if n == 4:
             status, refund = "交易关闭", goods
@@ -165,7 +171,9 @@ def taobao() -> None:
                 "收货地址 ": "浙江省 杭州市 西湖区 文三路 100号(310000)",
                 "联系手机": f"'1390000{n:04d}",
                 "订单创建时间": created.strftime("%Y-%m-%d %H:%M:%S"),
-                "订单付款时间 ": "" if n == 9 else (created + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S"),
+                "订单付款时间 ": ""
+                if n == 9
+                else (created + timedelta(minutes=1)).strftime("%Y-%m-%d %H:%M:%S"),
                 "宝贝标题 ": p[2],
                 "宝贝种类 ": "1",
                 "宝贝总数量": str(q),
@@ -271,9 +279,22 @@ def conversations() -> None:
 
 
 def zendesk() -> None:
-    cols = ["Id", "Requester", "Requester email", "Subject", "Status", "Via", "Ticket type",
-            "Priority", "Created at", "Updated at", "Solved at", "First reply time in minutes",
-            "Full resolution time in minutes", "Order number"]
+    cols = [
+        "Id",
+        "Requester",
+        "Requester email",
+        "Subject",
+        "Status",
+        "Via",
+        "Ticket type",
+        "Priority",
+        "Created at",
+        "Updated at",
+        "Solved at",
+        "First reply time in minutes",
+        "Full resolution time in minutes",
+        "Order number",
+    ]
     rows = []
     start = datetime(2024, 4, 3, 10, 0)
     for n in range(12):

@@ -96,7 +96,7 @@ def gen_orders(n: int, seed: int = 1, *, start: int = 1001) -> list[GenOrder]:
             for _ in range(rng.choice([1, 1, 2, 3]))
         ]
         kind = rng.random()
-        financial, fulfillment, cancelled, refunded, fulfilled = "paid", "fulfilled", None, 0, None
+        financial, fulfillment, cancelled, fulfilled = "paid", "fulfilled", None, None
         if kind < 0.1:
             financial, fulfillment, cancelled = (
                 "voided",
@@ -285,7 +285,7 @@ class ShopifyServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.handle(self)
 
         self.httpd = QuietServer(("127.0.0.1", 0), Handler)
@@ -478,7 +478,7 @@ class WooServer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 server.handle(self)
 
         self.httpd = QuietServer(("127.0.0.1", 0), Handler)

@@ -42,9 +42,15 @@ MAPPED = build_format(
         status_map={"ok": "paid", "gone": "cancelled"},
     ),
 )
-AMAZON_COLUMNS = (
-    "amazon-order-id\tpurchase-date\torder-status\tsku\tquantity\tcurrency\titem-price".split("\t")
-)
+AMAZON_COLUMNS = [
+    "amazon-order-id",
+    "purchase-date",
+    "order-status",
+    "sku",
+    "quantity",
+    "currency",
+    "item-price",
+]
 READERS = {
     "shopify-csv": (shopify_csv.SOURCE, SHOPIFY_COLUMNS),
     "taobao-csv": (taobao_csv.SOURCE, TAOBAO_COLUMNS),

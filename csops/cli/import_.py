@@ -15,12 +15,6 @@ def import_group() -> None:
     """Import orders from platform exports and APIs, and helpdesk conversations."""
 
 
-def _source_names(kind: str) -> list[str]:
-    from csops.registry import REGISTRIES
-
-    return sorted(REGISTRIES[kind])
-
-
 @import_group.command(name="orders")
 @click.option(
     "--from",
@@ -31,8 +25,13 @@ def _source_names(kind: str) -> list[str]:
 )
 @click.argument("path", required=False, metavar="[PATH|-]")
 @click.option("--since", metavar="DATE", help="API sources: start here instead of the watermark.")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="Where rejected rows go (default: a file in [paths] rejects_dir).")
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Where rejected rows go (default: a file in [paths] rejects_dir).",
+)
 @click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
 @click.option("--encoding", metavar="ENC", help="Override detection: utf-8, gb18030, utf-16 …")
 @click.option("--mapping", metavar="NAME", help="--from csv: the [import.mappings.NAME] to use.")
@@ -100,11 +99,21 @@ def import_orders(
 
 
 @import_group.command(name="conversations")
-@click.option("--from", "source", required=True, metavar="SOURCE",
-              help="csv (our generic export), zendesk-csv, freshdesk-csv.")
+@click.option(
+    "--from",
+    "source",
+    required=True,
+    metavar="SOURCE",
+    help="csv (our generic export), zendesk-csv (a Zendesk ticket export).",
+)
 @click.argument("path", metavar="PATH|-")
-@click.option("--rejects", "rejects_path", type=click.Path(dir_okay=False), metavar="PATH",
-              help="Where rejected rows go (default: a file in [paths] rejects_dir).")
+@click.option(
+    "--rejects",
+    "rejects_path",
+    type=click.Path(dir_okay=False),
+    metavar="PATH",
+    help="Where rejected rows go (default: a file in [paths] rejects_dir).",
+)
 @click.option("--encoding", metavar="ENC", help="Override detection: utf-8, gb18030 …")
 @dry_run_option
 @wait_option

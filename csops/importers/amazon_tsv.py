@@ -62,7 +62,7 @@ def _key(row: Row) -> str:
 
 
 def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
-    line, first = rows[0]
+    first = rows[0][1]
     raw = unwrap(first.get("order-status"))
     status = STATUS.get(raw.lower())
     if status is None:

@@ -22,7 +22,6 @@ from typing import IO, Any
 from csops.csvio import open_text
 from csops.errors import InputError, UsageError
 from csops.model import Order, currency_exponent, to_minor, valid_currency
-from csops.timeutil import iso
 
 Row = dict[str, str]
 
@@ -156,7 +155,7 @@ _TIME_FORMATS = (
 
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
-    text = unwrap(value)
+    text = value if value and len(value) == 25 and value[0] not in " =" else unwrap(value)
     if not text:
         return None
     dt: datetime | None = None
@@ -190,9 +189,7 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
     if not 1990 <= dt.year <= 2100:
         raise FieldError(fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100")
     u = dt.astimezone(timezone.utc)
-    return (
-        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
-    )
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
 
 
 _AMOUNT = re.compile(r"^[-+]?[¥$€£￥]?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(元)?$")
@@ -206,13 +203,15 @@ def parse_money(
     value: str, currency: str, fld: str, *, blank: int | None = 0, decimal_comma: bool = False
 ) -> int:
     """An amount cell → integer minor units of ``currency``; refuses ``1.234,56`` in a dot file."""
-    text = unwrap(value)
+    m = _PLAIN_AMOUNT.match(value) if value and not decimal_comma else None
+    text = value if m else unwrap(value)
     if not text:
         if blank is None:
             raise FieldError(fld, "empty amount", "an amount like 12.50")
         return blank
-    m = _PLAIN_AMOUNT.match(text)
-    if m and not decimal_comma:  # "1234.50", "-4.80", "0": exact integer arithmetic, fast
+    if m is None and not decimal_comma:
+        m = _PLAIN_AMOUNT.match(text)
+    if m:  # "1234.50", "-4.80", "0": exact integer arithmetic, fast
         sign, whole, frac = m.groups()
         exp = _EXPONENT.get(currency)
         if exp is None:
@@ -221,7 +220,8 @@ def parse_money(
         if len(frac) > exp:
             if frac[exp:].strip("0"):
                 raise FieldError(
-                    fld, f"{text!r} has more decimals than {currency} allows ({exp})",
+                    fld,
+                    f"{text!r} has more decimals than {currency} allows ({exp})",
                     f"at most {exp} decimals for {currency}",
                 )
             frac = frac[:exp]
@@ -489,7 +489,9 @@ def read_orders(
     """
     text, enc = open_source(binary, encoding or fmt.encoding)
     header, recs = iter_records(text, fmt, env, file, enc)
-    salt = (PARSER_VERSION, fmt.name, str(env.tz), env.currency, tuple(header))
+    salt = repr((PARSER_VERSION, fmt.name, str(env.tz), env.currency, tuple(header))).encode(
+        "utf-8", "surrogatepass"
+    )
 
     def orders() -> Iterator[PendingOrder | GroupReject]:
         seen: set[str] = set()
@@ -508,12 +510,10 @@ def read_orders(
                 )
             seen.add(key)  # type: ignore[arg-type]
             rows = list(group)
-            digest = hashlib.blake2b(
-                repr((salt, [tuple(r.values()) for _, r in rows])).encode(
-                    "utf-8", "surrogatepass"
-                ),
-                digest_size=16,
-            ).hexdigest()
+            h = hashlib.blake2b(salt, digest_size=16)
+            for _, r in rows:
+                h.update("\x1f".join(r.values()).encode("utf-8", "surrogatepass") + b"\x1e")
+            digest = h.hexdigest()
             ext = fmt.external_id(rows) if fmt.external_id else key
             return PendingOrder(fmt.platform, ext, digest, rows, fmt, env)  # type: ignore[arg-type]
 

@@ -22,8 +22,15 @@ from csops.importers.settings import ImportSettings
 from csops.result import Reject, Result
 from csops.timeutil import iso
 
-_FIELDS = ("channel", "order_id", "order_ref", "kind", "created_at", "first_response_at",
-           "resolved_at")
+_FIELDS = (
+    "channel",
+    "order_id",
+    "order_ref",
+    "kind",
+    "created_at",
+    "first_response_at",
+    "resolved_at",
+)
 
 
 def import_conversations(
@@ -71,8 +78,13 @@ def import_conversations(
                     counts["rejected"] += 1
                     if len(result.rejects) < MAX_REPORTED:
                         result.rejects.append(
-                            Reject(rec.message, file=label, line=rec.line, field=rec.field,
-                                   expected=rec.expected)
+                            Reject(
+                                rec.message,
+                                file=label,
+                                line=rec.line,
+                                field=rec.field,
+                                expected=rec.expected,
+                            )
                         )
                     if not ctx.dry_run:
                         for ln, raw in rec.rows:
@@ -103,7 +115,9 @@ def _order_id(conn: sqlite3.Connection, ref: str | None) -> int | None:
         (ref, ref),
     ).fetchone()
     if row is None and not ref.startswith("#"):
-        row = conn.execute("SELECT id FROM orders WHERE number = ? LIMIT 1", ("#" + ref,)).fetchone()
+        row = conn.execute(
+            "SELECT id FROM orders WHERE number = ? LIMIT 1", ("#" + ref,)
+        ).fetchone()
     return row[0] if row else None
 
 
@@ -120,8 +134,15 @@ def _save(
 
     def body() -> None:
         for c in batch:
-            values = (c.channel, _order_id(conn, c.order_ref), c.order_ref, c.kind, c.created_at,
-                      c.first_response_at, c.resolved_at)
+            values = (
+                c.channel,
+                _order_id(conn, c.order_ref),
+                c.order_ref,
+                c.kind,
+                c.created_at,
+                c.first_response_at,
+                c.resolved_at,
+            )
             have = conn.execute(
                 f"SELECT id, {', '.join(_FIELDS)} FROM conversations WHERE source = ? "
                 "AND external_id = ?",

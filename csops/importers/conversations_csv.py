@@ -1,4 +1,6 @@
-"""``import conversations --from csv``: our generic helpdesk export (scripts/samples/conversations.csv).
+"""``import conversations --from csv``: our generic helpdesk export.
+
+The layout of scripts/samples/conversations.csv.
 
 Columns (by name): ``conversation_id, channel, order_number, customer_email, kind, created_at,
 first_response_at, resolved_at`` (``agent`` and others are ignored). Times are ISO 8601; naive
@@ -8,8 +10,8 @@ ones are read in the shop's timezone.
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from csops.importers.base import FieldError, ParseEnv, Row, clean_text, parse_time, require
 

@@ -73,9 +73,11 @@ class RejectsFile:
             row = dict(raw)
         else:
             values = list(raw or [])
-            row = dict(zip(self.header, values, strict=False)) if len(values) == len(
-                self.header
-            ) else {"_raw": "\t".join(values)[:100000]}
+            row = (
+                dict(zip(self.header, values, strict=False))
+                if len(values) == len(self.header)
+                else {"_raw": "\t".join(values)[:100000]}
+            )
         row.update({"_line": line, "_field": fld or "", "_reason": reason})
         self._writer.write(row)
 
@@ -145,12 +147,23 @@ def import_orders(
         on_size(size)
     if strict and not ctx.dry_run:
         if size is None:  # stdin: spool it so it can be read twice
-            spool = tempfile.TemporaryFile()
+            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the stream below
             shutil.copyfileobj(stream, spool)
             spool.seek(0)
             stream = spool  # type: ignore[assignment]
-        check = _run_file(ctx, fmt, env, stream, label, source_name, settings, encoding,
-                          None, rejects_path, dry_run=True)
+        check = _run_file(
+            ctx,
+            fmt,
+            env,
+            stream,
+            label,
+            source_name,
+            settings,
+            encoding,
+            None,
+            rejects_path,
+            dry_run=True,
+        )
         if check.rejects:
             first = check.rejects[0]
             raise InputError(
@@ -161,8 +174,20 @@ def import_orders(
             )
         stream.seek(0)
     try:
-        return _run_file(ctx, fmt, env, stream, label, source_name, settings, encoding,
-                         on_progress, rejects_path, dry_run=ctx.dry_run, result=result)
+        return _run_file(
+            ctx,
+            fmt,
+            env,
+            stream,
+            label,
+            source_name,
+            settings,
+            encoding,
+            on_progress,
+            rejects_path,
+            dry_run=ctx.dry_run,
+            result=result,
+        )
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -232,20 +257,32 @@ def _run_file(
 
 
 def _reject(
-    item: GroupReject, label: str, store: OrderStore, rejects: RejectsFile, result: Result,
-    *, write: bool,
+    item: GroupReject,
+    label: str,
+    store: OrderStore,
+    rejects: RejectsFile,
+    result: Result,
+    *,
+    write: bool,
 ) -> int:
     reason = item.message if not item.expected else f"{item.message} (expected {item.expected})"
     if len(result.rejects) < MAX_REPORTED:
         result.rejects.append(
-            Reject(item.message, file=label, line=item.line, field=item.field,
-                   expected=item.expected)
+            Reject(
+                item.message, file=label, line=item.line, field=item.field, expected=item.expected
+            )
         )
     rows = item.rows or [(item.line, [])]
     for line, raw in rows:
         if write:
-            rejects.write(line, raw, item.field, reason if line == item.line else
-                          f"another row of the same order was rejected (line {item.line})")
+            rejects.write(
+                line,
+                raw,
+                item.field,
+                reason
+                if line == item.line
+                else f"another row of the same order was rejected (line {item.line})",
+            )
             store.add_reject(
                 PendingReject(
                     file=label,

@@ -122,7 +122,7 @@ class MappingSettings:
 class ImportSettings:
     """``[import]``: shared by every source."""
 
-    batch_size: int = 500  # orders per write transaction
+    batch_size: int = 1000  # orders per write transaction
     field_size_limit: int = 131072  # a longer CSV field rejects its row (bytes-ish)
     timezone: str = ""  # naive times in files are read here; empty = the shop's timezone
     connect_timeout: float = 5.0
@@ -173,7 +173,10 @@ def doctor_checks(config):  # -> list[csops.doctor.Check]
             )
         )
     if settings.woocommerce.url:
-        for env in (settings.woocommerce.consumer_key_env, settings.woocommerce.consumer_secret_env):
+        for env in (
+            settings.woocommerce.consumer_key_env,
+            settings.woocommerce.consumer_secret_env,
+        ):
             checks.append(
                 Check(
                     "import",

@@ -121,7 +121,9 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
         currency=currency,
         created_at=created,
         customer=Customer(
-            email=normalize_email(o.get("email") or o.get("contact_email") or customer.get("email")),
+            email=normalize_email(
+                o.get("email") or o.get("contact_email") or customer.get("email")
+            ),
             phone=o.get("phone") or customer.get("phone") or billing.get("phone") or None,
             name=name or None,
             platform_buyer_id=str(customer["id"]) if customer.get("id") else None,
@@ -176,7 +178,11 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
     else:
         start = None
     url: str | None = f"{base}/admin/api/{s.api_version}/orders.json"
-    params: dict[str, Any] | None = {"status": "any", "limit": s.page_size, "order": "updated_at asc"}
+    params: dict[str, Any] | None = {
+        "status": "any",
+        "limit": s.page_size,
+        "order": "updated_at asc",
+    }
     if start:
         params["updated_at_min"] = start  # type: ignore[index]
     out = SyncOutcome(watermark=old_mark)

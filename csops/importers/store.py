@@ -15,12 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass, field
-
-from csops import db as dbmod
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+from csops import db as dbmod
 from csops.importers.base import FieldError, GroupReject, PendingOrder, normalize_phone
 from csops.model import Order
 
@@ -192,7 +191,7 @@ class OrderStore:
             outcome = self._compare(item, have)
             if outcome is None:
                 continue
-            kind, order, h, raw = outcome
+            kind, _order, h, raw = outcome
             self.counts[kind] += 1
             if kind != "unchanged":
                 existing[key] = [have[0] if have else 0, h, raw]
@@ -302,9 +301,12 @@ class OrderStore:
             where, params = "phone = ?", (phone,)
         elif c.platform_buyer_id:
             key = ("buyer", order.platform, c.platform_buyer_id)
-            where, params = "platform = ? AND platform_buyer_id = ?", (
-                order.platform,
-                c.platform_buyer_id,
+            where, params = (
+                "platform = ? AND platform_buyer_id = ?",
+                (
+                    order.platform,
+                    c.platform_buyer_id,
+                ),
             )
         else:
             return None

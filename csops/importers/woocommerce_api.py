@@ -174,7 +174,9 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
             if not isinstance(batch, list):
                 raise TypeError
         except (ValueError, TypeError):
-            raise RemoteError("WooCommerce sent a page that is not an orders list", file=url) from None
+            raise RemoteError(
+                "WooCommerce sent a page that is not an orders list", file=url
+            ) from None
         for raw in batch:
             try:
                 order = map_order(raw)

@@ -1,0 +1,209 @@
+"""Benchmark: import a generated Shopify export with csops vs raw sqlite3 vs sqlite-utils.
+
+Generates ``--rows`` Shopify "Export orders" rows (79 columns, 1–3 line items per order, some
+refunded/cancelled), then in the same run times, each in its own process:
+
+* ``csops import orders --from shopify-csv`` into a fresh workspace (first run, then the same
+  file again: every order unchanged);
+* raw ``sqlite3``: ``csv.reader`` + one ``executemany`` into an equivalent table with the same
+  kind of unique index (no normalization, no customers, no items table);
+* ``sqlite-utils insert --csv`` of the same file.
+
+It prints rows/s for each, the two ratios the issue sets targets for (csops ≥ 0.5× raw,
+≥ 2× sqlite-utils), csops's peak RSS (target < 150 MB) and the re-run speed-up (target ≥ 2×).
+
+    python bench/import_orders.py --rows 50000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+HEADER = (REPO / "scripts" / "samples" / "shopify_orders_export.csv").read_text("utf-8")
+COLUMNS = HEADER.splitlines()[0].split(",")
+PRODUCTS = [
+    ("LN-NAP-SAGE", "Linen Napkin Set - Sage", 2400),
+    ("BW-CAN-TALL", "Beeswax Candle, Tall", 3600),
+    ("CM-DAWN-12", 'Ceramic Mug "Dawn", 12oz', 4500),
+    ("TT-STRIPE", "Tea Towel, Stripe", 1000),
+    ("WT-OAT", "Wool Throw, Oat", 9000),
+]
+
+
+def generate(path: Path, rows: int, seed: int = 7) -> int:
+    """Write ``rows`` export rows (streaming); returns the number of orders."""
+    rng = random.Random(seed)
+    written = orders = 0
+    idx = {c: i for i, c in enumerate(COLUMNS)}
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(COLUMNS)
+        while written < rows:
+            n_items = min(rng.choice((1, 1, 2, 3)), rows - written)
+            number = f"#{100000 + orders}"
+            created = (
+                f"2024-{1 + orders % 12:02d}-{1 + orders % 28:02d} {orders % 24:02d}:"
+                f"{orders % 60:02d}:{(orders * 7) % 60:02d} -0500"
+            )
+            items = [rng.choice(PRODUCTS) for _ in range(n_items)]
+            qtys = [rng.randint(1, 3) for _ in items]
+            subtotal = sum(p[2] * q for p, q in zip(items, qtys, strict=True))
+            fin = rng.choices(("paid", "refunded", "voided", "pending"), (85, 5, 5, 5))[0]
+            for i, (p, q) in enumerate(zip(items, qtys, strict=True)):
+                r = [""] * len(COLUMNS)
+                r[idx["Name"]] = number
+                r[idx["Email"]] = f"customer{orders % 20000}@example.com"
+                r[idx["Created at"]] = created
+                r[idx["Lineitem quantity"]] = str(q)
+                r[idx["Lineitem name"]] = p[1]
+                r[idx["Lineitem price"]] = f"{p[2] / 100:.2f}"
+                r[idx["Lineitem sku"]] = p[0]
+                r[idx["Lineitem requires shipping"]] = "true"
+                r[idx["Lineitem taxable"]] = "true"
+                r[idx["Lineitem fulfillment status"]] = "fulfilled"
+                r[idx["Vendor"]] = "Lumen & Loom"
+                r[idx["Lineitem discount"]] = "0.00"
+                if i == 0:
+                    r[idx["Financial Status"]] = fin
+                    r[idx["Paid at"]] = created if fin != "pending" else ""
+                    r[idx["Fulfillment Status"]] = "fulfilled" if fin == "paid" else "unfulfilled"
+                    r[idx["Currency"]] = "USD"
+                    r[idx["Subtotal"]] = f"{subtotal / 100:.2f}"
+                    r[idx["Shipping"]] = "6.50"
+                    r[idx["Taxes"]] = "0.00"
+                    r[idx["Total"]] = f"{(subtotal + 650) / 100:.2f}"
+                    r[idx["Discount Amount"]] = "0.00"
+                    r[idx["Billing Name"]] = "Ana Ribeiro"
+                    r[idx["Cancelled at"]] = created if fin == "voided" else ""
+                    r[idx["Refunded Amount"]] = (
+                        f"{(subtotal + 650) / 100:.2f}" if fin == "refunded" else "0.00"
+                    )
+                    r[idx["Id"]] = str(5_550_000_000 + orders)
+                    r[idx["Phone"]] = f"+1 503 555 {orders % 10000:04d}"
+                w.writerow(r)
+            written += n_items
+            orders += 1
+    return orders
+
+
+RAW_SCRIPT = r"""
+import csv, sqlite3, sys
+src, db = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(db)
+conn.execute("PRAGMA journal_mode=WAL")
+conn.execute("PRAGMA synchronous=NORMAL")
+conn.execute('''CREATE TABLE orders (id INTEGER PRIMARY KEY, platform TEXT NOT NULL,
+  external_id TEXT NOT NULL, line_no INTEGER NOT NULL, email TEXT, status TEXT, currency TEXT,
+  total TEXT, created_at TEXT, sku TEXT, quantity TEXT, price TEXT,
+  UNIQUE (platform, external_id, line_no))''')
+with open(src, encoding="utf-8", newline="") as fh:
+    r = csv.reader(fh)
+    h = {c: i for i, c in enumerate(next(r))}
+    cols = [h[c] for c in ("Name", "Email", "Financial Status", "Currency", "Total",
+                           "Created at", "Lineitem sku", "Lineitem quantity", "Lineitem price")]
+    def rows():
+        for n, v in enumerate(r):
+            yield ("shopify", v[cols[0]], n, *(v[i] for i in cols[1:]))
+    with conn:
+        conn.executemany("INSERT OR REPLACE INTO orders (platform, external_id, line_no, email,"
+                         " status, currency, total, created_at, sku, quantity, price) VALUES "
+                         "(?,?,?,?,?,?,?,?,?,?,?)", rows())
+"""
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        err = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"{cmd[:4]} failed with {code}: {err[-500:]}")
+    return elapsed, usage.ru_maxrss // 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument(
+        "--no-sqlite-utils", action="store_true", help="skip the (slow) sqlite-utils baseline"
+    )
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="csops-bench-"))
+    try:
+        src = tmp / "orders_export.csv"
+        t0 = time.perf_counter()
+        n_orders = generate(src, args.rows)
+        print(
+            f"generated {args.rows:,} rows / {n_orders:,} orders "
+            f"({src.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - t0:.1f} s"
+        )
+        bindir = Path(sys.executable).parent
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {k: v for k, v in env.items() if not k.startswith("CSOPS_")}
+        ws = tmp / "shop"
+        subprocess.run(
+            [sys.executable, "-m", "csops", "init", str(ws)],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        cfg = str(ws / "config" / "csops.toml")
+        csops = [
+            sys.executable,
+            "-m",
+            "csops",
+            "--config",
+            cfg,
+            "-q",
+            "import",
+            "orders",
+            "--from",
+            "shopify-csv",
+            str(src),
+        ]
+        t_csops, mem_csops = timed(csops, env)
+        t_again, mem_again = timed(csops, env)
+        t_raw, mem_raw = timed([sys.executable, "-c", RAW_SCRIPT, str(src), str(tmp / "raw.db")])
+        su = shutil.which("sqlite-utils", path=str(bindir)) or shutil.which("sqlite-utils")
+        t_su = None
+        if su and not args.no_sqlite_utils:
+            t_su, _ = timed([su, "insert", str(tmp / "su.db"), "orders", str(src), "--csv"])
+        rows = args.rows
+
+        def rate(t: float) -> str:
+            return f"{rows / t:>10,.0f} rows/s  ({t:6.1f} s)"
+
+        print(f"csops import (first run)   {rate(t_csops)}  peak RSS {mem_csops} MB")
+        print(f"csops import (same again)  {rate(t_again)}  peak RSS {mem_again} MB")
+        print(f"raw sqlite3 executemany    {rate(t_raw)}  peak RSS {mem_raw} MB")
+        if t_su:
+            print(f"sqlite-utils insert --csv  {rate(t_su)}")
+        print(f"ratio csops / raw sqlite3:      {t_raw / t_csops:.2f}x  (target >= 0.5x)")
+        if t_su:
+            print(f"ratio csops / sqlite-utils:     {t_su / t_csops:.2f}x  (target >= 2x)")
+        print(f"re-run speed-up (unchanged):    {t_csops / t_again:.2f}x  (target >= 2x)")
+        print(f"csops peak memory:              {max(mem_csops, mem_again)} MB (target < 150 MB)")
+    finally:
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
