@@ -148,6 +148,7 @@ def main() -> None:
         f"deliver {t_csops - plan:.2f} s"
     )
     print(f"ratio csops/raw     {csops_rate / raw_rate:8.2f}x  (target >= 0.70x)")
+    print(f"ratio deliver/raw   {n / (t_csops - plan) / raw_rate:8.2f}x  (delivery alone)")
     sink.terminate()
 
 
