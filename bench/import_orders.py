@@ -139,6 +139,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument(
+        "--no-sqlite-utils", action="store_true", help="skip the (slow) sqlite-utils baseline"
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="csops-bench-"))
     try:
@@ -178,7 +181,7 @@ def main() -> None:
         t_raw, mem_raw = timed([sys.executable, "-c", RAW_SCRIPT, str(src), str(tmp / "raw.db")])
         su = shutil.which("sqlite-utils", path=str(bindir)) or shutil.which("sqlite-utils")
         t_su = None
-        if su:
+        if su and not args.no_sqlite_utils:
             t_su, _ = timed([su, "insert", str(tmp / "su.db"), "orders", str(src), "--csv"])
         rows = args.rows
 

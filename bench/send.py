@@ -105,9 +105,11 @@ def main() -> None:
                     for m in batch:
                         enqueue(ctx.conn, m, now=now)
                 batch.clear()
+        phases["plan"] = time.perf_counter() - t0
         rep = deliver(ctx)
         return Result("bench", counts=rep.counts)
 
+    phases: dict[str, float] = {}
     t0 = time.perf_counter()
     res = run("followups", config, job)
     t_csops = time.perf_counter() - t0
@@ -140,7 +142,13 @@ def main() -> None:
     print(f"messages            {n}")
     print(f"raw smtplib loop    {raw_rate:8.0f} msg/s  ({t_raw:.2f} s, pre-rendered bytes)")
     print(f"csops               {csops_rate:8.0f} msg/s  ({t_csops:.2f} s, render+plan+deliver)")
+    plan = phases["plan"]
+    print(
+        f"  of which plan     {plan:8.2f} s (render 3 parts + enqueue), "
+        f"deliver {t_csops - plan:.2f} s"
+    )
     print(f"ratio csops/raw     {csops_rate / raw_rate:8.2f}x  (target >= 0.70x)")
+    print(f"ratio deliver/raw   {n / (t_csops - plan) / raw_rate:8.2f}x  (delivery alone)")
     sink.terminate()
 
 

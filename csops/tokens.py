@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 
+from csops import timeutil
 from csops.config import Config
 from csops.errors import CsopsError
 
@@ -23,9 +24,18 @@ class TokenError(CsopsError):
 
     code = "bad_token"
 
-    def __init__(self, message: str, *, expired: bool = False) -> None:
+    def __init__(self, message: str, *, expired: bool = False, payload: Any = None) -> None:
         super().__init__(message)
         self.expired = expired
+        # The payload of an authentic but expired token (e.g. to pick the page's language).
+        self.payload = payload
+
+
+class _ClockSigner(TimestampSigner):
+    """Signs and checks ages with csops' clock, so ``CSOPS_NOW`` also drives token expiry."""
+
+    def get_timestamp(self) -> int:
+        return int(timeutil.now().timestamp())
 
 
 def signing_keys(config: Config) -> list[str]:
@@ -37,7 +47,9 @@ def signing_keys(config: Config) -> list[str]:
 def _serializer(config: Config, purpose: str) -> URLSafeTimedSerializer:
     if purpose not in PURPOSES:
         raise ValueError(f"unknown token purpose {purpose!r}")
-    return URLSafeTimedSerializer(signing_keys(config), salt=f"csops.{purpose}")
+    # itsdangerous wants oldest → newest and signs with the last; our env var lists newest first.
+    keys = list(reversed(signing_keys(config)))
+    return URLSafeTimedSerializer(keys, salt=f"csops.{purpose}", signer=_ClockSigner)
 
 
 def make_token(config: Config, purpose: str, payload: dict[str, Any]) -> str:
@@ -46,10 +58,15 @@ def make_token(config: Config, purpose: str, payload: dict[str, Any]) -> str:
 
 def read_token(config: Config, purpose: str, token: str, max_age_s: int | None) -> dict[str, Any]:
     """The payload of a valid token; TokenError otherwise (never says which key or why)."""
+    serializer = _serializer(config, purpose)
     try:
-        return _serializer(config, purpose).loads(token, max_age=max_age_s)
-    except SignatureExpired:
-        raise TokenError("this link has expired", expired=True) from None
+        return serializer.loads(token, max_age=max_age_s)
+    except SignatureExpired as exc:
+        try:
+            payload = serializer.load_payload(exc.payload) if exc.payload else None
+        except BadSignature:
+            payload = None
+        raise TokenError("this link has expired", expired=True, payload=payload) from None
     except BadSignature:
         raise TokenError("this link is not valid") from None
 

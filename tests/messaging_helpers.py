@@ -35,6 +35,7 @@ class Sink:
         drop_every: int = 0,
         pidfile: Path | None = None,
         port: int | None = None,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.port = port or free_port()
         self.ledger_path = tmp / f"ledger-{self.port}.jsonl"
@@ -59,6 +60,7 @@ class Sink:
             args += ["--faults", str(fpath)]
         if mail_reply:
             args += ["--mail-reply", mail_reply]
+        args += extra_args or []
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.proc.stdout.readline().decode()
         assert line.startswith("READY"), self.proc.stderr.read().decode()
@@ -91,9 +93,10 @@ class Sink:
 
 def smtp_channel(ws, port: int, extra: str = "", name: str = "mail") -> None:
     """Make ``name`` an SMTP channel to the sink and the default channel; no quiet hours."""
+    security = "" if "security" in extra else 'security = "none"\n'
     ws.set_config(
         f'[channels.{name}]\ntype = "smtp"\nhost = "127.0.0.1"\nport = {port}\n'
-        f'security = "none"\ntimeout = 5\n{extra}'
+        f"{security}timeout = 5\n{extra}"
     )
     ws.replace_config('default_channel = "outbox"', f'default_channel = "{name}"')
     no_quiet_hours(ws)

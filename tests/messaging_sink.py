@@ -22,13 +22,15 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
+import ssl
 import sys
 import threading
 import time
 from email.parser import BytesHeaderParser
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import SMTP, AuthResult
 
 
 class Handler:
@@ -43,6 +45,9 @@ class Handler:
         self.count_file = args.ledger + ".mailcount"
         self.drop_every = args.drop_every
         self.data_count = 0
+        self.random_reply = args.random_reply
+        self.random_rate = args.random_rate
+        self.rng = random.Random(1234)
 
     def fault(self, rcpt: str, at: str) -> dict | None:
         f = self.faults.get(rcpt)
@@ -129,15 +134,38 @@ def main() -> None:
     p.add_argument("--pidfile")
     p.add_argument("--mail-reply")
     p.add_argument("--drop-every", type=int, default=0)
+    p.add_argument("--random-reply")  # e.g. "454 4.7.0 busy" at RCPT ...
+    p.add_argument("--random-rate", type=float, default=0.0)  # ... for this share of attempts
+    p.add_argument("--tls", choices=["starttls", "ssl"])
+    p.add_argument("--cert")
+    p.add_argument("--key")
+    p.add_argument("--auth")  # user:password
     args = p.parse_args()
     handler = Handler(args)
     loop = asyncio.new_event_loop()
+    ctx = None
+    if args.tls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.cert, args.key)
+    kwargs = {}
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+
+        def authenticator(server, session, envelope, mechanism, auth_data):
+            ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+            return AuthResult(success=ok, handled=False)
+
+        kwargs.update(authenticator=authenticator, auth_required=True)
+    if args.tls == "starttls":
+        kwargs.update(tls_context=ctx, require_starttls=True)
+    else:
+        kwargs.update(auth_require_tls=False)
+
+    def factory() -> SMTP:
+        return SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True, **kwargs)
+
     server = loop.run_until_complete(
-        loop.create_server(
-            lambda: SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True),
-            "127.0.0.1",
-            args.port,
-        )
+        loop.create_server(factory, "127.0.0.1", args.port, ssl=ctx if args.tls == "ssl" else None)
     )
     print("READY", flush=True)
     sys.stdout.close()

@@ -409,3 +409,55 @@ def test_taobao_41_column_layout_derives_refunds_from_paid_amount(workspace, tmp
     rows = orders_of(workspace, "taobao")
     assert rows["3861220471234567893"]["status"] == "refunded"
     shutil.rmtree(tmp_path / "none", ignore_errors=True)
+
+
+def test_a_progress_bar_shows_on_a_terminal_stderr_while_stdout_stays_data(workspace, sample):
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        workspace.csops_cmd(
+            "import",
+            "orders",
+            "--from",
+            "shopify-csv",
+            str(sample / "shopify_orders_april2024.csv"),
+            "--json",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=workspace.env,
+        cwd=workspace.root,
+    )
+    os.close(slave)
+    out, _ = proc.communicate(timeout=60)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.returncode == 0
+    assert "importing" in b"".join(chunks).decode(errors="replace")
+    assert out.decode().startswith("[") and "importing" not in out.decode()
+
+
+def test_dry_run_with_bad_rows_writes_no_rejects_file_but_reports_them(workspace, tmp_path):
+    orders = gen_orders(4, seed=12)
+    rows = list(shopify_rows(orders))
+    rows[0]["Total"] = "lots"
+    path = tmp_path / "bad.csv"
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, SHOPIFY_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--dry-run")
+    assert p.code == 3 and "Total: not an amount" in p.stderr
+    assert list((workspace.root / "rejects").glob("*")) == []
+    assert workspace.query("SELECT count(*) n FROM rejects")[0]["n"] == 0

@@ -253,3 +253,18 @@ def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop
     assert p.json()[0]["inserted"] == 30
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
     assert workspace.query("SELECT count(*) n FROM sync_state")[0]["n"] == 0
+
+
+def test_since_starts_at_that_day_in_the_shop_timezone_instead_of_the_watermark(workspace, shop):
+    fill(shop, 5)
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-api", "--since", "2024-04-01", env=TOKEN_ENV
+    )
+    assert p.code == 0, p.stderr
+    # midnight in Asia/Shanghai (the workspace's shop timezone) is 16:00 UTC the day before
+    assert shop.log[0]["query"]["updated_at_min"] == "2024-03-31T16:00:00Z"
+    bad = workspace.run(
+        "import", "orders", "--from", "shopify-api", "--since", "last week", env=TOKEN_ENV
+    )
+    assert bad.code == 2 and "--since" in bad.stderr

@@ -209,3 +209,35 @@ def test_a_dead_lock_holder_does_not_block_the_next_run(workspace, tmp_path):
         st = states(workspace)
         assert st.get("sent", 0) + st.get("unknown", 0) == 100
         assert max(sink.copies().values()) == 1
+
+
+def test_two_senders_with_different_lock_files_on_one_database_never_duplicate(workspace, tmp_path):
+    """AT-10 (small): the file lock bypassed; the claim protocol alone must hold."""
+    import subprocess
+    import sys
+
+    with Sink(tmp_path, delay_ms=2) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, 200)
+        second = workspace.root / "config2"
+        second.mkdir()
+        text = workspace.config.read_text().replace(
+            '# lock_dir = ""', 'lock_dir = "../locks-elsewhere"'
+        )
+        (second / "csops.toml").write_text(text)
+        cmds = [
+            workspace.csops_cmd("followups", "send"),
+            [sys.executable, "-m", "csops", "--config", str(second / "csops.toml"),
+             "followups", "send"],
+        ]  # fmt: skip
+        procs = [
+            subprocess.Popen(c, env={**workspace.env, **env()}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=workspace.root)
+            for c in cmds
+        ]  # fmt: skip
+        outs = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+        assert [c for c, _ in outs] == [0, 0], outs
+        assert all("locked" not in e and "Traceback" not in e for _, e in outs)
+        assert states(workspace) == {"sent": 200}
+        assert len(sink.ledger()) == 200 and set(sink.copies().values()) == {1}
+        assert (workspace.root / "locks-elsewhere").is_dir()

@@ -143,3 +143,13 @@ def test_a_message_to_an_unknown_channel_fails_with_its_reason(workspace):
     assert p.code == 3
     row = workspace.query("SELECT state, last_error FROM outbox")[0]
     assert row["state"] == "failed" and "unknown_channel" in row["last_error"]
+
+
+def test_marketing_mail_without_signing_keys_stops_with_exit_2_and_stays_queued(workspace):
+    no_quiet_hours(workspace)
+    queue(workspace, 2, channel="outbox", is_marketing=True)
+    p = workspace.run("followups", "send", env={"CSOPS_NOW": "2024-04-20T02:00:00Z"})
+    assert p.code == 2 and "CSOPS_SIGNING_KEYS" in p.stderr and "Traceback" not in p.stderr
+    assert states(workspace) == {"queued": 2}
+    p = workspace.run("followups", "send", env=env())
+    assert p.code == 0 and states(workspace) == {"sent": 2}

@@ -175,3 +175,19 @@ def test_sent_mail_parses_and_keeps_the_planned_message_id(workspace, tmp_path):
     assert planned == got
     raw = "Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody"
     assert email.message_from_string(raw, policy=policy.default)["Message-ID"] == "<a@b>"
+
+
+def test_a_relay_refusing_thirty_percent_at_random_delivers_everything_in_a_few_runs(
+    workspace, tmp_path
+):
+    """AT-15 (c): 454 to 30 % of attempts at random; every message sent once, none failed."""
+    args = ["--random-reply", "454 4.7.0 Temporary failure", "--random-rate", "0.3"]
+    with Sink(tmp_path, extra_args=args) as sink:
+        smtp_channel(workspace, sink.port)
+        queue(workspace, 80)
+        for hour in range(3, 9):  # hourly cron runs; backoff 1m, 5m, 30m, 2h ...
+            workspace.run("followups", "send", env=env(f"2024-04-20T{hour:02d}:00:00Z"))
+            if states(workspace).get("sent") == 80:
+                break
+        assert states(workspace) == {"sent": 80}
+        assert set(sink.copies().values()) == {1} and len(sink.ledger()) == 80

@@ -15,12 +15,6 @@ def import_group() -> None:
     """Import orders from platform exports and APIs, and helpdesk conversations."""
 
 
-def _source_names(kind: str) -> list[str]:
-    from csops.registry import REGISTRIES
-
-    return sorted(REGISTRIES[kind])
-
-
 @import_group.command(name="orders")
 @click.option(
     "--from",
@@ -110,7 +104,7 @@ def import_orders(
     "source",
     required=True,
     metavar="SOURCE",
-    help="csv (our generic export), zendesk-csv, freshdesk-csv.",
+    help="csv (our generic export), zendesk-csv (a Zendesk ticket export).",
 )
 @click.argument("path", metavar="PATH|-")
 @click.option(

@@ -155,7 +155,7 @@ _TIME_FORMATS = (
 
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
-    text = value if value and len(value) == 25 and value[0] != " " else unwrap(value)
+    text = value if value and len(value) == 25 and value[0] not in " =" else unwrap(value)
     if not text:
         return None
     dt: datetime | None = None

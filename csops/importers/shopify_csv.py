@@ -6,6 +6,8 @@ One row per line item; order-level cells only on an order's first row; rows grou
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from csops.importers.base import (
     CsvFormat,
     FieldError,
@@ -74,7 +76,9 @@ def _key(row: Row) -> str:
     return require(row, "Name")
 
 
-def _item(currency: str, index: int) -> object:
+def _item(currency: str) -> Callable[[int, Row], OrderItem]:
+    """A line-item parser for one currency (line numbers are added by with_line)."""
+
     def parse(line: int, row: Row) -> OrderItem:
         qty = parse_quantity(row.get("Lineitem quantity", ""), "Lineitem quantity")
         price = parse_money(row.get("Lineitem price", ""), currency, "Lineitem price", blank=None)
@@ -119,7 +123,7 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
     if created is None:
         raise FieldError("Created at", "empty", "the order's creation time")
     cancelled = parse_time(first.get("Cancelled at", ""), env, "Cancelled at")
-    items = with_line(rows, _item(currency, 0))  # type: ignore[arg-type]
+    items = with_line(rows, _item(currency))
     for n, item in enumerate(items, 1):
         item.line_no = n
     fulfilled_at = parse_time(first.get("Fulfilled at", ""), env, "Fulfilled at")

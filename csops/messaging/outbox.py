@@ -327,20 +327,19 @@ def _due_sql(kinds: set[str] | None, rules: set[str] | None) -> tuple[str, list[
     return "".join(f" AND {w}" for w in where), params
 
 
-def _next_due(conn: sqlite3.Connection, now: str, extra: str, params: list[Any]):
-    """The next due queued row, oldest first; both lookups ride idx_outbox_state."""
-    row = conn.execute(
-        f"SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at IS NULL{extra} "
-        "ORDER BY id LIMIT 1",
-        params,
-    ).fetchone()
-    if row is None:
-        row = conn.execute(
-            f"SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?{extra} "
-            "ORDER BY next_attempt_at, id LIMIT 1",
-            (now, *params),
-        ).fetchone()
-    return row
+def _due_batch(
+    conn: sqlite3.Connection, now: str, extra: str, params: list[Any], size: int = 200
+) -> list[sqlite3.Row]:
+    """The next due queued rows, oldest first (an index range scan on idx_outbox_state).
+
+    Read outside any transaction: each row is re-checked by the guarded claim, so a row
+    another run took or deferred meanwhile is simply skipped.
+    """
+    return conn.execute(
+        f"SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?{extra} "
+        f"ORDER BY next_attempt_at, id LIMIT {int(size)}",
+        (now, *params),
+    ).fetchall()
 
 
 def deliver(
@@ -373,40 +372,44 @@ def deliver(
     # two commits per message instead of three, with the same crash semantics.
     pending: tuple[sqlite3.Row, Any, datetime] | None = None
     stop = False
+    batch: list[sqlite3.Row] = []
     try:
         recover(ctx, get_channel, report)
+        with dbmod.write(conn):  # rows queued by older code without a time are due now
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = queued_at "
+                "WHERE state = 'queued' AND next_attempt_at IS NULL"
+            )
         while True:
             now = clock()
             nows = iso(now)
+            if not batch and not stop and (limit is None or handed < limit):
+                batch = _due_batch(conn, nows, extra, params)
+                batch.reverse()
             with dbmod.write(conn):
                 if pending is not None:
                     _apply_outcome(conn, *pending, settings, report)
                     pending = None
-                if stop or (limit is not None and handed >= limit):
+                if stop or (limit is not None and handed >= limit) or not batch:
                     break
-                row = _next_due(conn, nows, extra, params)
-                if row is None:
-                    break
+                row = batch.pop()
                 decision = _precheck(conn, row, config, settings, now, tz, get_channel)
                 if decision is not None:
                     _apply_precheck(conn, row, decision, nows, report)
                     continue
+                # Guarded: a row another run claimed or deferred since the batch was read
+                # does not match, and is skipped. RETURNING gives the row as claimed.
                 claimed = conn.execute(
                     "UPDATE outbox SET state='sending', claimed_by=?, claimed_at=?, "
                     "attempts=attempts+1, handed_over_at=NULL, updated_at=? "
-                    "WHERE id=? AND state='queued'",
-                    (ctx.run_id, nows, nows, row["id"]),
-                ).rowcount
-            if claimed != 1:
+                    "WHERE id=? AND state='queued' AND next_attempt_at <= ? RETURNING *",
+                    (ctx.run_id, nows, nows, row["id"], nows),
+                ).fetchone()
+            if claimed is None:
                 continue
+            row = claimed
             channel = get_channel(row["channel"])
             msg = OutMessage.from_row(row)
-            if (
-                row["is_marketing"]
-                and "@" in msg.recipient
-                and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
-            ):
-                msg.headers.update(_unsubscribe_headers(config, msg.recipient))
             marked: list[bool] = []
 
             def mark(row_id: int = row["id"], marked: list[bool] = marked) -> None:
@@ -417,6 +420,12 @@ def deliver(
                 marked.append(True)
 
             try:
+                if (
+                    row["is_marketing"]
+                    and "@" in msg.recipient
+                    and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
+                ):
+                    msg.headers.update(_unsubscribe_headers(config, msg.recipient))
                 outcome = channel.send(msg, mark)
             except Exception:  # a channel bug or a stop (bad credentials): settle, re-raise
                 with dbmod.write(conn):
@@ -495,7 +504,8 @@ def _apply_precheck(conn, row, decision, nows, report) -> None:
             report.count("deferred_rate_limit", n)
             return
         conn.execute(
-            "UPDATE outbox SET next_attempt_at=?, last_error=?, updated_at=? WHERE id=?",
+            "UPDATE outbox SET next_attempt_at=?, last_error=?, updated_at=? "
+            "WHERE id=? AND state='queued'",
             (iso(until), f"deferred: {reason}", nows, row["id"]),
         )
         report.count(f"deferred_{reason}")
@@ -521,7 +531,7 @@ def _backoff(settings: Any, attempts: int, hint: float | None) -> timedelta:
 def _apply_outcome(conn, row, outcome, now, settings, report) -> None:
     """Record a channel's outcome (inside the caller's transaction)."""
     nows = iso(now)
-    attempts = row["attempts"] + 1
+    attempts = row["attempts"]  # as claimed (already counting this attempt)
     if outcome.kind == "sent":
         conn.execute(
             "UPDATE outbox SET state='sent', sent_at=?, last_error=NULL, updated_at=? WHERE id=?",

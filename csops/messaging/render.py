@@ -62,8 +62,14 @@ def pick_locale(customer_locale: str | None, config: Any) -> str:
 def template_dirs(config: Any) -> list[Path]:
     """The workspace templates folder first, then the packaged defaults."""
     if config is not None and getattr(config, "path", None) is not None:
-        return list(_dirs(str(config.resolve(config.paths.templates))))
+        return list(_workspace_dirs(str(config.root), config.paths.templates))
     return list(_dirs(None))
+
+
+@lru_cache(maxsize=32)
+def _workspace_dirs(root: str, templates: str) -> tuple[Path, ...]:
+    p = Path(templates).expanduser()
+    return _dirs(str(p if p.is_absolute() else (Path(root) / p).resolve()))
 
 
 @lru_cache(maxsize=32)
@@ -226,11 +232,11 @@ def _render_one(env, path: str, context: dict, max_bytes: int, deadline: float) 
         template = env.get_template(path)
         out: list[str] = []
         size = 0
-        for chunk in template.generate(context):
+        for n, chunk in enumerate(template.generate(context)):
             size += len(chunk)
             if size > max_bytes:
                 raise TemplateError(f"{path}: output larger than {max_bytes} bytes")
-            if time.monotonic() > deadline:
+            if not n % 64 and time.monotonic() > deadline:
                 raise TemplateError(f"{path}: render took too long")
             out.append(chunk)
         return "".join(out)

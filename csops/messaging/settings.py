@@ -60,6 +60,7 @@ class ChannelSettings:
     username: str = ""
     password_env: str = ""
     timeout: float = 30.0
+    ca_file: str = ""  # extra CA bundle to trust (a private relay's certificate); empty: system
     rate_per_minute: int = 0  # 0: unlimited
     from_address: str = ""  # empty: [shop] email
     from_name: str = ""  # empty: [shop] name

@@ -15,7 +15,7 @@ import ssl
 from collections.abc import Callable
 
 from csops import timeutil
-from csops.errors import RemoteAuthError
+from csops.errors import ChannelError, RemoteAuthError
 from csops.messaging.channels.base import (
     BaseChannel,
     HeaderInjection,
@@ -64,11 +64,19 @@ class SmtpChannel(BaseChannel):
 
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
-        ctx = ssl.create_default_context()
+        cafile = str(self.config.resolve(s.ca_file)) if s.ca_file else None
+        ctx = ssl.create_default_context(cafile=cafile)
         if s.security == "ssl":
-            conn: smtplib.SMTP = smtplib.SMTP_SSL(
-                s.host, s.port, local_hostname=self.helo, timeout=s.timeout, context=ctx
-            )
+            try:
+                conn: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, local_hostname=self.helo, timeout=s.timeout, context=ctx
+                )
+            except ssl.SSLCertVerificationError as exc:
+                raise ChannelError(
+                    f"TLS certificate of {s.host}:{s.port} is not trusted: {exc.verify_message}",
+                    field=f"channels.{self.name}.ca_file",
+                    expected="a certificate trusted by the system or by ca_file",
+                ) from None
         else:
             conn = smtplib.SMTP(s.host, s.port, local_hostname=self.helo, timeout=s.timeout)
         try:
@@ -84,6 +92,13 @@ class SmtpChannel(BaseChannel):
                 f"SMTP server {s.host}:{s.port} refused the login ({exc.smtp_code})",
                 field=f"channels.{self.name}.password_env",
                 expected=f"valid credentials in ${s.password_env}",
+            ) from None
+        except ssl.SSLCertVerificationError as exc:
+            self._drop(conn)
+            raise ChannelError(
+                f"TLS certificate of {s.host}:{s.port} is not trusted: {exc.verify_message}",
+                field=f"channels.{self.name}.ca_file",
+                expected="a certificate trusted by the system or by ca_file",
             ) from None
         except BaseException:
             self._drop(conn)
@@ -141,7 +156,7 @@ class SmtpChannel(BaseChannel):
             handed = True
             conn.send(data)
             code, resp = conn.getreply()
-        except RemoteAuthError:
+        except (RemoteAuthError, ChannelError):
             raise
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             self._drop(self.conn)
