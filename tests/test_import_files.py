@@ -461,3 +461,11 @@ def test_dry_run_with_bad_rows_writes_no_rejects_file_but_reports_them(workspace
     assert p.code == 3 and "Total: not an amount" in p.stderr
     assert list((workspace.root / "rejects").glob("*")) == []
     assert workspace.query("SELECT count(*) n FROM rejects")[0]["n"] == 0
+
+
+def test_every_import_command_has_help_with_an_example(workspace):
+    for args in (("import",), ("import", "orders"), ("import", "conversations")):
+        p = workspace.run(*args, "--help")
+        assert p.code == 0 and "Usage: " in p.stdout
+        if len(args) == 2:
+            assert "Example" in p.stdout and "--from" in p.stdout
