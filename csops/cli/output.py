@@ -41,7 +41,7 @@ def _width(text: str) -> int:
 def emit(rows: Iterable[dict[str, Any]], fmt: str | None, columns: list[str] | None = None) -> int:
     """Write rows to stdout in the chosen format; returns how many rows were written."""
     fmt = resolve_format(fmt)
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     count = 0
     if fmt == "json":
         out.write("[")
