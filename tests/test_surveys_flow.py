@@ -95,11 +95,13 @@ def test_scanners_record_nothing_people_answer_and_one_click_unsubscribes_at_onc
     seed_orders(shop.db_path, n)
     assert shop.run("surveys", "send").code == 0
     assert len(sink.messages) == n
+    # Only the survey mails: detractor alerts reach the same sink later, as the test answers.
+    mails = list(sink.messages)
     before = checksum(shop.db_path)
     ua = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) HeadlessChrome/120.0 Safari/537.36"}
     with serve_in_thread(shop.config) as srv:
         # Every URL of every mail, GET and HEAD, three times, following redirects.
-        for msg in sink.messages:
+        for msg in mails:
             urls = [*links_in(msg), msg["List-Unsubscribe"][1:-1]]
             for url in urls:
                 for _ in range(3):
@@ -116,7 +118,7 @@ def test_scanners_record_nothing_people_answer_and_one_click_unsubscribes_at_onc
         assert shop.query("SELECT COUNT(*) AS n FROM suppressions")[0]["n"] == 0
 
         # People: the first 6 answer (customer 1 is a detractor).
-        for i, msg in enumerate(sink.messages[:6]):
+        for i, msg in enumerate(mails[:6]):
             url = next(u for u in links_in(msg) if "/s/" in u)
             score = "1" if msg["To"] == "customer1@example.com" else "5"
             comment = "parcel arrived broken" if score == "1" else f"great {i}"
@@ -130,7 +132,7 @@ def test_scanners_record_nothing_people_answer_and_one_click_unsubscribes_at_onc
         assert answered[0]["n"] == 6
 
         # RFC 8058 one-click POST from the last 3 mails' List-Unsubscribe headers.
-        for msg in sink.messages[n - 3 :]:
+        for msg in mails[n - 3 :]:
             r = requests.post(
                 local(msg["List-Unsubscribe"][1:-1], srv),
                 data="List-Unsubscribe=One-Click",
