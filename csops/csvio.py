@@ -2,7 +2,8 @@
 
 Every CSV csops writes for a spreadsheet (rejects, decisions, refund exports, ``--csv``) goes
 through :func:`safe_cell`: a text cell starting with ``= + - @`` TAB, CR or ``|`` is prefixed with
-``'`` so Excel or LibreOffice never evaluates it as a formula; numbers stay bare.
+``'`` so Excel or LibreOffice never evaluates it as a formula; numbers stay bare, including a
+signed amount written as text (``-12.50``), which a spreadsheet reads as a number, not a formula.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
+_PLAIN_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
 def safe_cell(value: Any) -> Any:
@@ -24,7 +27,7 @@ def safe_cell(value: Any) -> Any:
     if isinstance(value, (int, float)):
         return value
     text = str(value)
-    if text.startswith(_FORMULA_START):
+    if text.startswith(_FORMULA_START) and not _PLAIN_NUMBER.match(text):
         return "'" + text
     return text
 

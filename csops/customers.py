@@ -55,13 +55,20 @@ def opt_out(
                 (reason, addr, channel),
             )
         column = "email" if channel == "email" else "phone"
-        cur = conn.execute(
-            f"UPDATE customers SET opted_out_at = COALESCE(opted_out_at, ?), updated_at = ? "
-            f"WHERE {column} = ?",
-            (at, at, addr),
-        )
+        if scope == "all":
+            # opted_out_at means "contact never": a marketing-only stop leaves it unset.
+            cur = conn.execute(
+                f"UPDATE customers SET opted_out_at = COALESCE(opted_out_at, ?), updated_at = ? "
+                f"WHERE {column} = ?",
+                (at, at, addr),
+            )
+            matched = cur.rowcount
+        else:
+            matched = conn.execute(
+                f"SELECT COUNT(*) FROM customers WHERE {column} = ?", (addr,)
+            ).fetchone()[0]
     changed = before is None or (before["scope"] != "all" and scope == "all")
-    return OptResult(addr, channel, changed, cur.rowcount)
+    return OptResult(addr, channel, changed, matched)
 
 
 def opt_in(conn: sqlite3.Connection, address: str) -> OptResult:
