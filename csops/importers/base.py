@@ -137,9 +137,15 @@ def normalize_email(value: str | None) -> str | None:
     return text
 
 
+_NOT_PHONE_ASCII = re.compile(r"[^0-9+]")
+
+
 def normalize_phone(value: str | None) -> str | None:
     text = unquote_phone(value)
-    digits = "".join(ch for ch in text if ch.isdigit() or ch == "+")
+    if text.isascii():  # ASCII: isdigit() is exactly 0-9, so one regex pass does it
+        digits = _NOT_PHONE_ASCII.sub("", text)
+    else:
+        digits = "".join(ch for ch in text if ch.isdigit() or ch == "+")
     if len(digits.lstrip("+")) < 5:
         return None
     return digits
@@ -160,6 +166,8 @@ _TIME_FORMATS = (
 
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
+    if not value:
+        return None
     cache = env.times
     key = f"{fmt}\x00{value}" if fmt else value
     hit = cache.get(key)

@@ -343,10 +343,13 @@ class OrderStore:
         missing: dict[str, set[Any]] = {"email": set(), "phone": set(), "buyer": set()}
         for o in orders:
             c = o.customer
+            if c.email:  # the phone is normalized later, only if this key is not cached
+                wanted.append((("email", c.email), o, None))
+                if ("email", c.email) not in cache:
+                    missing["email"].add(c.email)
+                continue
             phone = normalize_phone(c.phone) if c.phone else None
-            if c.email:
-                key: tuple[str, ...] = ("email", c.email)
-            elif phone:
+            if phone:
                 key = ("phone", phone)
             elif c.platform_buyer_id:
                 key = ("buyer", o.platform, c.platform_buyer_id)
@@ -377,6 +380,8 @@ class OrderStore:
                 out.append(cid)
                 continue
             c = o.customer
+            if key[0] == "email" and c.phone:
+                phone = normalize_phone(c.phone)
             row = found.get(key)
             if key[0] == "phone":
                 mine = by_phone.get(phone)  # type: ignore[arg-type]
