@@ -76,6 +76,12 @@ class CsvFormat:
     aliases: dict[str, str] = dc_field(default_factory=dict)
     encoding: str | None = None
     external_id: Callable[[list[tuple[int, Row]]], str] | None = None  # default: group key
+    # Optional, for speed: group_key(row) == key_cell(row[key_column]), and external_id(rows)
+    # == unwrap(first row's id_column cell) or the key. Declared, rows are grouped and hashed
+    # from their cells, and a row's dict is built only when the order is parsed or rejected.
+    key_column: str | None = None
+    key_cell: Callable[[str], str] | None = None
+    id_column: str | None = None
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.
@@ -84,14 +90,27 @@ PARSER_VERSION = 1
 
 @dataclass
 class PendingOrder:
-    """One order's raw rows, identified and hashed but not parsed yet."""
+    """One order's raw rows, identified and hashed but not parsed yet.
+
+    ``cells`` are (line, row) pairs; a row is a dict, or (with ``header``) the list of its cells
+    in header order, turned into a dict only if the order is parsed: an unchanged order of a
+    re-imported file never is.
+    """
 
     platform: str
     external_id: str
     raw_hash: str
-    rows: list[tuple[int, Row]]
+    cells: list[tuple[int, Any]]
     fmt: CsvFormat
     env: ParseEnv
+    header: list[str] | None = None
+
+    @property
+    def rows(self) -> list[tuple[int, Row]]:
+        header = self.header
+        if header is None:
+            return self.cells
+        return [(line, dict(zip(header, values, strict=True))) for line, values in self.cells]
 
     def parse(self) -> Order:
         """The normalized order; raises FieldError (with its line) for a bad cell."""
@@ -100,7 +119,7 @@ class PendingOrder:
         return order
 
     def reject(self, exc: FieldError) -> GroupReject:
-        first = self.rows[0][0]
+        first = self.cells[0][0]
         return GroupReject(exc.line or first, exc.message, exc.field, exc.expected, self.rows)
 
 
@@ -297,10 +316,18 @@ def parse_quantity(value: str, fld: str, *, blank: int | None = None) -> int:
     return qty
 
 
+_CURRENCIES: dict[str, str] = {}  # cell text -> code, for cells that were valid codes
+
+
 def parse_currency(value: str, fld: str, default: str) -> str:
+    hit = _CURRENCIES.get(value) if value else None
+    if hit is not None:
+        return hit
     text = unwrap(value).upper() or default
     if not valid_currency(text):
         raise FieldError(fld, f"unknown currency {text[:10]!r}", "an ISO 4217 code like USD")
+    if value and text == unwrap(value).upper() and len(_CURRENCIES) < 1000:
+        _CURRENCIES[value] = text
     return text
 
 
@@ -442,9 +469,13 @@ def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> I
 
 
 def iter_records(
-    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str
-) -> tuple[list[str], Iterator[tuple[int, Row] | GroupReject]]:
-    """The header and, per record, ``(first line, row by header)`` or a reject for it."""
+    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str, *, as_values: bool = False
+) -> tuple[list[str], Iterator[tuple[int, Any] | GroupReject]]:
+    """The header and, per record, ``(first line, row by header)`` or a reject for it.
+
+    With ``as_values`` a good row comes as the list of its cells in header order (the caller
+    makes sure the header has no duplicate names, so that list and the dict agree).
+    """
     csv.field_size_limit(env.field_size_limit)
     layout = _Layout()
     delimiter = fmt.delimiter
@@ -527,8 +558,13 @@ def iter_records(
                     rows=[(start, values)],
                 )
                 continue
-            row = dict(zip(header, values, strict=False))  # width checked above
-            if layout.has_nul:
+            if as_values:
+                row: Any = values
+                if layout.has_nul and any("\x00" in v for v in values):
+                    row = dict(zip(header, values, strict=False))
+            else:
+                row = dict(zip(header, values, strict=False))  # width checked above
+            if layout.has_nul and type(row) is dict:
                 bad = next((k for k, v in row.items() if "\x00" in v), None)
                 if bad is not None:
                     yield GroupReject(
@@ -556,10 +592,32 @@ def read_orders(
     skip an unchanged order without parsing it at all.
     """
     text, enc = open_source(binary, encoding or fmt.encoding)
-    header, recs = iter_records(text, fmt, env, file, enc)
+    header, recs = iter_records(text, fmt, env, file, enc, as_values=True)
     salt = repr((PARSER_VERSION, fmt.name, str(env.tz), env.currency, tuple(header))).encode(
         "utf-8", "surrogatepass"
     )
+    key_cell = fmt.key_cell
+    cells_ok = (
+        key_cell is not None
+        and fmt.key_column in header
+        and len(set(header)) == len(header)
+        and (fmt.external_id is None or fmt.id_column is not None)
+    )
+    if cells_ok:
+        key_at = header.index(fmt.key_column)  # type: ignore[arg-type]
+        id_at = header.index(fmt.id_column) if fmt.id_column in header else None
+        return header, _orders_by_cells(recs, fmt, env, header, salt, key_at, id_at)
+
+    def as_rows(
+        cell_recs: Iterator[tuple[int, Any] | GroupReject],
+    ) -> Iterator[tuple[int, Row] | GroupReject]:
+        for rec in cell_recs:
+            if isinstance(rec, GroupReject) or type(rec[1]) is dict:
+                yield rec
+            else:
+                yield rec[0], dict(zip(header, rec[1], strict=False))
+
+    recs = as_rows(recs)
 
     def orders() -> Iterator[PendingOrder | GroupReject]:
         seen: set[str] = set()
@@ -604,6 +662,67 @@ def read_orders(
             yield finish()
 
     return header, orders()
+
+
+def _orders_by_cells(
+    recs: Iterator[tuple[int, Any] | GroupReject],
+    fmt: CsvFormat,
+    env: ParseEnv,
+    header: list[str],
+    salt: bytes,
+    key_at: int,
+    id_at: int | None,
+) -> Iterator[PendingOrder | GroupReject]:
+    """:func:`read_orders` for a format that declares its key (and id) column: the same orders,
+    hashes and rejects, from cell lists; row dicts are built only for a reject."""
+    key_cell = fmt.key_cell
+    assert key_cell is not None
+    platform = fmt.platform
+    seen: set[str] = set()
+    group: list[tuple[int, list[str]]] = []
+    key = ""
+
+    def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
+        return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
+
+    def finish() -> PendingOrder | GroupReject:
+        if key in seen:
+            return GroupReject(
+                group[0][0],
+                f"rows of order {key!r} are not consecutive (seen earlier in the file)",
+                field=None,
+                expected="all rows of an order together",
+                rows=as_dicts(group),
+            )
+        seen.add(key)
+        cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
+        digest = hashlib.blake2b(
+            salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
+        ).hexdigest()
+        ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
+        return PendingOrder(platform, ext, digest, group, fmt, env, header)
+
+    for rec in recs:
+        if isinstance(rec, GroupReject):
+            yield rec
+            continue
+        line, values = rec
+        if type(values) is dict:  # a row with a NUL byte came as a dict: reject it as before
+            values = [values[h] for h in header]
+        try:
+            k = key_cell(values[key_at])
+        except FieldError as exc:
+            yield GroupReject(
+                line, exc.message, exc.field, exc.expected, as_dicts([(line, values)])
+            )
+            continue
+        if group and k != key:
+            yield finish()
+            group = []
+        key = k
+        group.append((line, values))
+    if group:
+        yield finish()
 
 
 def with_line(rows: list[tuple[int, Row]], fn: Callable[[int, Row], Any]) -> list[Any]:

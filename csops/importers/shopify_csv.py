@@ -69,11 +69,15 @@ def map_status(financial: str, fulfillment: str, cancelled: bool) -> str:
     return "pending"
 
 
-def _key(row: Row) -> str:
-    value = row.get("Name")
+def _key_cell(value: str) -> str:
+    """The order's ``Name`` cell as ``require`` reads it; the usual clean cell without calls."""
     if value and value[0] != "=" and not value[0].isspace() and not value[-1].isspace():
-        return value  # the usual clean cell: what require() would return, without the calls
-    return require(row, "Name")
+        return value
+    return require({"Name": value}, "Name")
+
+
+def _key(row: Row) -> str:
+    return _key_cell(row.get("Name", ""))
 
 
 def _items(rows: list[tuple[int, Row]], currency: str) -> list[OrderItem]:
@@ -186,4 +190,7 @@ SOURCE = CsvFormat(
     parse_group=parse_group,
     group_key=_key,
     external_id=_external_id,
+    key_column="Name",
+    key_cell=_key_cell,
+    id_column="Id",
 )
