@@ -88,7 +88,7 @@ class CsvFormat:
 PARSER_VERSION = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingOrder:
     """One order's raw rows, identified and hashed but not parsed yet.
 
