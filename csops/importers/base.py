@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime, timezone, tzinfo
+from itertools import chain
 from typing import IO, Any
 
 from csops.csvio import open_text
@@ -57,6 +58,8 @@ class ParseEnv:
     tz: tzinfo
     currency: str
     field_size_limit: int = 131072
+    # parsed timestamps by cell text: exports repeat them (Paid at = Created at, item rows)
+    times: dict[str, str] = dc_field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass
@@ -73,22 +76,41 @@ class CsvFormat:
     aliases: dict[str, str] = dc_field(default_factory=dict)
     encoding: str | None = None
     external_id: Callable[[list[tuple[int, Row]]], str] | None = None  # default: group key
+    # Optional, for speed: group_key(row) == key_cell(row[key_column]), and external_id(rows)
+    # == unwrap(first row's id_column cell) or the key. Declared, rows are grouped and hashed
+    # from their cells, and a row's dict is built only when the order is parsed or rejected.
+    key_column: str | None = None
+    key_cell: Callable[[str], str] | None = None
+    id_column: str | None = None
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.
 PARSER_VERSION = 1
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingOrder:
-    """One order's raw rows, identified and hashed but not parsed yet."""
+    """One order's raw rows, identified and hashed but not parsed yet.
+
+    ``cells`` are (line, row) pairs; a row is a dict, or (with ``header``) the list of its cells
+    in header order, turned into a dict only if the order is parsed: an unchanged order of a
+    re-imported file never is.
+    """
 
     platform: str
     external_id: str
     raw_hash: str
-    rows: list[tuple[int, Row]]
+    cells: list[tuple[int, Any]]
     fmt: CsvFormat
     env: ParseEnv
+    header: list[str] | None = None
+
+    @property
+    def rows(self) -> list[tuple[int, Row]]:
+        header = self.header
+        if header is None:
+            return self.cells
+        return [(line, dict(zip(header, values, strict=True))) for line, values in self.cells]
 
     def parse(self) -> Order:
         """The normalized order; raises FieldError (with its line) for a bad cell."""
@@ -97,7 +119,7 @@ class PendingOrder:
         return order
 
     def reject(self, exc: FieldError) -> GroupReject:
-        first = self.rows[0][0]
+        first = self.cells[0][0]
         return GroupReject(exc.line or first, exc.message, exc.field, exc.expected, self.rows)
 
 
@@ -134,13 +156,21 @@ def normalize_email(value: str | None) -> str | None:
     return text
 
 
+_NOT_PHONE_ASCII = re.compile(r"[^0-9+]")
+
+
 def normalize_phone(value: str | None) -> str | None:
     text = unquote_phone(value)
-    digits = "".join(ch for ch in text if ch.isdigit() or ch == "+")
+    if text.isascii():  # ASCII: isdigit() is exactly 0-9, so one regex pass does it
+        digits = _NOT_PHONE_ASCII.sub("", text)
+    else:
+        digits = "".join(ch for ch in text if ch.isdigit() or ch == "+")
     if len(digits.lstrip("+")) < 5:
         return None
     return digits
 
+
+_CACHE_MAX = 50_000  # entries per cache, so memory stays flat on any file
 
 _TIME_FORMATS = (
     "%Y-%m-%d %H:%M:%S %z",
@@ -155,6 +185,13 @@ _TIME_FORMATS = (
 
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
+    if not value:
+        return None
+    cache = env.times
+    key = f"{fmt}\x00{value}" if fmt else value
+    hit = cache.get(key)
+    if hit is not None:
+        return hit
     text = value if value and len(value) == 25 and value[0] not in " =" else unwrap(value)
     if not text:
         return None
@@ -189,7 +226,11 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
     if not 1990 <= dt.year <= 2100:
         raise FieldError(fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100")
     u = dt.astimezone(timezone.utc)
-    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    out = f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}Z"
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = out
+    return out
 
 
 _AMOUNT = re.compile(r"^[-+]?[¥$€£￥]?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?(元)?$")
@@ -197,12 +238,25 @@ _COMMA_AMOUNT = re.compile(r"^[-+]?(\d{1,3}(\.\d{3})+|\d+)(,\d+)?$")
 MAX_MINOR = 10**15
 _PLAIN_AMOUNT = re.compile(r"^([-+]?)(\d{1,13})(?:\.(\d{1,12}))?$")
 _EXPONENT: dict[str, int] = {}
+# currency -> cell text -> minor units, for cells that parsed (amounts repeat: prices, 0.00)
+_MONEY: dict[str, dict[str, int]] = {}
 
 
 def parse_money(
     value: str, currency: str, fld: str, *, blank: int | None = 0, decimal_comma: bool = False
 ) -> int:
     """An amount cell → integer minor units of ``currency``; refuses ``1.234,56`` in a dot file."""
+    if decimal_comma:
+        cache = None
+    else:
+        cache = _MONEY.get(currency)
+        if cache is None:
+            cache = _MONEY[currency] = {}
+        hit = cache.get(value)
+        if hit is not None:
+            return hit
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
     m = _PLAIN_AMOUNT.match(value) if value and not decimal_comma else None
     text = value if m else unwrap(value)
     if not text:
@@ -226,7 +280,11 @@ def parse_money(
                 )
             frac = frac[:exp]
         minor = int(whole) * 10**exp + (int(frac.ljust(exp, "0")) if exp else 0)
-        return -minor if sign == "-" else minor
+        if sign == "-":
+            minor = -minor
+        if cache is not None and value:
+            cache[value] = minor
+        return minor
     if decimal_comma:
         if not _COMMA_AMOUNT.match(text):
             raise FieldError(fld, f"not an amount: {text[:40]!r}", "an amount like 1.234,56")
@@ -241,6 +299,8 @@ def parse_money(
         ) from None
     if abs(minor) >= MAX_MINOR:
         raise FieldError(fld, f"absurd amount: {text[:40]!r}", "an amount below 10^13")
+    if cache is not None:
+        cache[value] = minor
     return minor
 
 
@@ -256,10 +316,18 @@ def parse_quantity(value: str, fld: str, *, blank: int | None = None) -> int:
     return qty
 
 
+_CURRENCIES: dict[str, str] = {}  # cell text -> code, for cells that were valid codes
+
+
 def parse_currency(value: str, fld: str, default: str) -> str:
+    hit = _CURRENCIES.get(value) if value else None
+    if hit is not None:
+        return hit
     text = unwrap(value).upper() or default
     if not valid_currency(text):
         raise FieldError(fld, f"unknown currency {text[:10]!r}", "an ISO 4217 code like USD")
+    if value and text == unwrap(value).upper() and len(_CURRENCIES) < 1000:
+        _CURRENCIES[value] = text
     return text
 
 
@@ -322,74 +390,94 @@ def check_header(header: list[str], fmt: CsvFormat, file: str) -> None:
         )
 
 
-class _Splitter:
-    """Cut decoded text into records (one or more physical lines), tracking line numbers.
+_BLOCK_CHARS = 16384  # lines are read a block at a time (in C); a decode error names its block
+
+
+@dataclass
+class _Layout:
+    """What :func:`_records_text` tells the reader about the records it hands out.
+
+    Records are numbered from 1 (the header). A record's first physical line is its number
+    plus the offset in force: the offset grows only after a record that spans several lines.
+    """
+
+    offsets: deque[tuple[int, int]] = dc_field(default_factory=deque)  # (from record, offset)
+    unterminated: set[int] = dc_field(default_factory=set)  # records replaced by "\n"
+    lines: int = 0  # physical lines handed out so far
+    has_nul: bool = False  # a NUL was seen: check the cells of every later row
+
+
+def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> Iterator[list[str]]:
+    """Cut decoded text into blocks of records (one or more physical lines each).
 
     A record continues onto the next line while a quoted field is open (an odd number of ``"``
     so far). A quote left open past ``limit`` characters or at the end of the file makes the
-    record "unterminated": it is reported alone and reading resumes on its next line, so one
-    stray quote costs one row, not the rest of the file.
+    record "unterminated": it is handed out as a bare newline (and noted in ``layout``), and
+    reading resumes on its next line, so one stray quote costs one row, not the rest of the
+    file. Lines with balanced quotes, nearly all of them, pass through as whole blocks.
     """
-
-    def __init__(self, text: IO[str], limit: int, quoted: bool) -> None:
-        self.text = text
-        self.limit = limit
-        self.quoted = quoted
-        self.line_no = 0
-        self.pushback: deque[tuple[int, str]] = deque()
-        self.start = 1
-        self.unterminated = False
-        self.has_nul = False
-
-    def _read(self) -> tuple[int, str] | None:
-        if self.pushback:
-            return self.pushback.popleft()
-        s = self.text.readline()
-        if not s:
-            return None
-        self.line_no += 1
-        return self.line_no, s
-
-    def __iter__(self) -> Iterator[str]:
-        while True:
-            first = self._read()
-            if first is None:
+    record = 0
+    buf: list[str] = []
+    while True:
+        if not buf:
+            buf = text.readlines(_BLOCK_CHARS)
+            if not buf:
                 return
-            self.start, s = first
-            self.unterminated = False
-            self.has_nul = "\x00" in s
-            if not self.quoted or s.count('"') % 2 == 0:
-                yield s
-                continue
-            taken: list[tuple[int, str]] = []
-            parts, size = [s], len(s)
-            closed = False
-            while size <= self.limit:
-                nxt = self._read()
-                if nxt is None:
+            if not layout.has_nul and "\x00" in "".join(buf):
+                layout.has_nul = True
+        odd = next((i for i, s in enumerate(buf) if s.count('"') & 1), -1) if quoted else -1
+        if odd < 0:
+            block, buf = buf, []
+            record += len(block)
+            layout.lines += len(block)
+            yield block
+            continue
+        if odd:
+            record += odd
+            layout.lines += odd
+            yield buf[:odd]
+            del buf[:odd]
+        # buf[0] opens a quoted field: take lines until one closes it (odd count of quotes)
+        size = len(buf[0])
+        k = 1
+        closed = False
+        while size <= limit:
+            if k == len(buf):
+                more = text.readlines(_BLOCK_CHARS)
+                if not more:
                     break
-                taken.append(nxt)
-                parts.append(nxt[1])
-                size += len(nxt[1])
-                if nxt[1].count('"') % 2 == 1:
-                    closed = True
-                    break
-            if closed and size <= self.limit:
-                joined = "".join(parts)
-                self.has_nul = "\x00" in joined
-                yield joined
-            else:
-                self.unterminated = True
-                self.pushback.extendleft(reversed(taken))
-                yield "\n"
+                if not layout.has_nul and "\x00" in "".join(more):
+                    layout.has_nul = True
+                buf.extend(more)
+            size += len(buf[k])
+            k += 1
+            if buf[k - 1].count('"') & 1:
+                closed = True
+                break
+        record += 1
+        if closed and size <= limit:
+            joined = "".join(buf[:k])
+            layout.lines += k
+            del buf[:k]
+            layout.offsets.append((record + 1, layout.lines - record))
+            yield [joined]
+        else:
+            layout.unterminated.add(record)
+            layout.lines += 1
+            del buf[:1]  # the lines after it are read again as records of their own
+            yield ["\n"]
 
 
 def iter_records(
-    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str
-) -> tuple[list[str], Iterator[tuple[int, Row] | GroupReject]]:
-    """The header and, per record, ``(first line, row by header)`` or a reject for it."""
+    text: IO[str], fmt: Any, env: ParseEnv, file: str, enc: str, *, as_values: bool = False
+) -> tuple[list[str], Iterator[tuple[int, Any] | GroupReject]]:
+    """The header and, per record, ``(first line, row by header)`` or a reject for it.
+
+    With ``as_values`` a good row comes as the list of its cells in header order (the caller
+    makes sure the header has no duplicate names, so that list and the dict agree).
+    """
     csv.field_size_limit(env.field_size_limit)
-    splitter = _Splitter(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE)
+    layout = _Layout()
     delimiter = fmt.delimiter
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
@@ -402,7 +490,9 @@ def iter_records(
             expected=f"text in {enc}",
         )
 
-    lines = iter(splitter)
+    lines = chain.from_iterable(
+        _records_text(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE, layout)
+    )
     try:
         head = next(lines, "")
     except UnicodeDecodeError as exc:
@@ -424,23 +514,33 @@ def iter_records(
     reader = csv.reader(lines, delimiter=delimiter, quoting=fmt.quoting, strict=True)
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
+        offsets = layout.offsets
+        unterminated = layout.unterminated
+        offset = 0
+        done = 0  # records the reader has consumed (the header was read before it)
         while True:
             try:
                 values = next(reader)
+                error = None
             except StopIteration:
                 return
             except UnicodeDecodeError as exc:
-                raise decode_failure(exc, splitter.line_no + 1) from None
+                raise decode_failure(exc, layout.lines + 1) from None
             except csv.Error as exc:
-                msg = str(exc)
-                if "field larger than field limit" in msg:
-                    msg = f"field longer than the limit of {env.field_size_limit} characters"
-                yield GroupReject(
-                    splitter.start, msg, expected="well-formed CSV", rows=[(splitter.start, [])]
-                )
+                values = None
+                error = str(exc)
+            number = done + 2  # the record this row starts on (the header is record 1)
+            done = reader.line_num
+            while offsets and offsets[0][0] <= number:
+                offset = offsets.popleft()[1]
+            start = number + offset
+            if error is not None:
+                if "field larger than field limit" in error:
+                    error = f"field longer than the limit of {env.field_size_limit} characters"
+                yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
                 continue
-            start = splitter.start
-            if splitter.unterminated:
+            if unterminated and number in unterminated:
+                unterminated.discard(number)
                 yield GroupReject(
                     start,
                     "unterminated quoted field",
@@ -448,7 +548,7 @@ def iter_records(
                     rows=[(start, [])],
                 )
                 continue
-            if not values or not any(v.strip() for v in values):
+            if not values or not (values[0].strip() or any(v.strip() for v in values)):
                 continue
             if len(values) != width:
                 yield GroupReject(
@@ -458,15 +558,19 @@ def iter_records(
                     rows=[(start, values)],
                 )
                 continue
-            row = dict(zip(header, values, strict=True))
-            bad = None
-            if splitter.has_nul:
+            if as_values:
+                row: Any = values
+                if layout.has_nul and any("\x00" in v for v in values):
+                    row = dict(zip(header, values, strict=False))
+            else:
+                row = dict(zip(header, values, strict=False))  # width checked above
+            if layout.has_nul and type(row) is dict:
                 bad = next((k for k, v in row.items() if "\x00" in v), None)
-            if bad is not None:
-                yield GroupReject(
-                    start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
-                )
-                continue
+                if bad is not None:
+                    yield GroupReject(
+                        start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
+                    )
+                    continue
             yield start, row
 
     return header, records()
@@ -488,10 +592,32 @@ def read_orders(
     skip an unchanged order without parsing it at all.
     """
     text, enc = open_source(binary, encoding or fmt.encoding)
-    header, recs = iter_records(text, fmt, env, file, enc)
+    header, recs = iter_records(text, fmt, env, file, enc, as_values=True)
     salt = repr((PARSER_VERSION, fmt.name, str(env.tz), env.currency, tuple(header))).encode(
         "utf-8", "surrogatepass"
     )
+    key_cell = fmt.key_cell
+    cells_ok = (
+        key_cell is not None
+        and fmt.key_column in header
+        and len(set(header)) == len(header)
+        and (fmt.external_id is None or fmt.id_column is not None)
+    )
+    if cells_ok:
+        key_at = header.index(fmt.key_column)  # type: ignore[arg-type]
+        id_at = header.index(fmt.id_column) if fmt.id_column in header else None
+        return header, _orders_by_cells(recs, fmt, env, header, salt, key_at, id_at)
+
+    def as_rows(
+        cell_recs: Iterator[tuple[int, Any] | GroupReject],
+    ) -> Iterator[tuple[int, Row] | GroupReject]:
+        for rec in cell_recs:
+            if isinstance(rec, GroupReject) or type(rec[1]) is dict:
+                yield rec
+            else:
+                yield rec[0], dict(zip(header, rec[1], strict=False))
+
+    recs = as_rows(recs)
 
     def orders() -> Iterator[PendingOrder | GroupReject]:
         seen: set[str] = set()
@@ -509,11 +635,11 @@ def read_orders(
                     rows=list(group),
                 )
             seen.add(key)  # type: ignore[arg-type]
-            rows = list(group)
-            h = hashlib.blake2b(salt, digest_size=16)
-            for _, r in rows:
-                h.update("\x1f".join(r.values()).encode("utf-8", "surrogatepass") + b"\x1e")
-            digest = h.hexdigest()
+            rows = group  # a fresh list per order (the loop starts a new one)
+            cells = "".join(["\x1f".join(r.values()) + "\x1e" for _, r in rows])
+            digest = hashlib.blake2b(
+                salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
+            ).hexdigest()
             ext = fmt.external_id(rows) if fmt.external_id else key
             return PendingOrder(fmt.platform, ext, digest, rows, fmt, env)  # type: ignore[arg-type]
 
@@ -536,6 +662,67 @@ def read_orders(
             yield finish()
 
     return header, orders()
+
+
+def _orders_by_cells(
+    recs: Iterator[tuple[int, Any] | GroupReject],
+    fmt: CsvFormat,
+    env: ParseEnv,
+    header: list[str],
+    salt: bytes,
+    key_at: int,
+    id_at: int | None,
+) -> Iterator[PendingOrder | GroupReject]:
+    """:func:`read_orders` for a format that declares its key (and id) column: the same orders,
+    hashes and rejects, from cell lists; row dicts are built only for a reject."""
+    key_cell = fmt.key_cell
+    assert key_cell is not None
+    platform = fmt.platform
+    seen: set[str] = set()
+    group: list[tuple[int, list[str]]] = []
+    key = ""
+
+    def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
+        return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
+
+    def finish() -> PendingOrder | GroupReject:
+        if key in seen:
+            return GroupReject(
+                group[0][0],
+                f"rows of order {key!r} are not consecutive (seen earlier in the file)",
+                field=None,
+                expected="all rows of an order together",
+                rows=as_dicts(group),
+            )
+        seen.add(key)
+        cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
+        digest = hashlib.blake2b(
+            salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
+        ).hexdigest()
+        ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
+        return PendingOrder(platform, ext, digest, group, fmt, env, header)
+
+    for rec in recs:
+        if isinstance(rec, GroupReject):
+            yield rec
+            continue
+        line, values = rec
+        if type(values) is dict:  # a row with a NUL byte came as a dict: reject it as before
+            values = [values[h] for h in header]
+        try:
+            k = key_cell(values[key_at])
+        except FieldError as exc:
+            yield GroupReject(
+                line, exc.message, exc.field, exc.expected, as_dicts([(line, values)])
+            )
+            continue
+        if group and k != key:
+            yield finish()
+            group = []
+        key = k
+        group.append((line, values))
+    if group:
+        yield finish()
 
 
 def with_line(rows: list[tuple[int, Row]], fn: Callable[[int, Row], Any]) -> list[Any]:

@@ -49,9 +49,13 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
     def key(row: Row) -> str:
         return require(row, col["order_id"])
 
+    zoned: list[ParseEnv] = []  # [run's env, env in the mapping's zone]: one time cache a run
+
     def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
         if m.timezone:
-            env = ParseEnv(ZoneInfo(m.timezone), env.currency, env.field_size_limit)
+            if not zoned or zoned[0] is not env:
+                zoned[:] = [env, ParseEnv(ZoneInfo(m.timezone), env.currency, env.field_size_limit)]
+            env = zoned[1]
         _, first = rows[0]
         currency = parse_currency(
             cell(first, "currency"), col.get("currency", "currency"), m.currency or env.currency

@@ -6,8 +6,6 @@ One row per line item; order-level cells only on an order's first row; rows grou
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from csops.importers.base import (
     CsvFormat,
     FieldError,
@@ -22,7 +20,6 @@ from csops.importers.base import (
     require,
     unquote_phone,
     unwrap,
-    with_line,
 )
 from csops.model import Customer, Order, OrderItem
 
@@ -72,29 +69,51 @@ def map_status(financial: str, fulfillment: str, cancelled: bool) -> str:
     return "pending"
 
 
+def _key_cell(value: str) -> str:
+    """The order's ``Name`` cell as ``require`` reads it; the usual clean cell without calls."""
+    if value and value[0] != "=" and not value[0].isspace() and not value[-1].isspace():
+        return value
+    return require({"Name": value}, "Name")
+
+
 def _key(row: Row) -> str:
-    return require(row, "Name")
+    return _key_cell(row.get("Name", ""))
 
 
-def _item(currency: str) -> Callable[[int, Row], OrderItem]:
-    """A line-item parser for one currency (line numbers are added by with_line)."""
+def _items(rows: list[tuple[int, Row]], currency: str) -> list[OrderItem]:
+    """The order's line items, numbered from 1; a bad cell's FieldError carries its line.
 
-    def parse(line: int, row: Row) -> OrderItem:
-        qty = parse_quantity(row.get("Lineitem quantity", ""), "Lineitem quantity")
-        price = parse_money(row.get("Lineitem price", ""), currency, "Lineitem price", blank=None)
-        if price < 0:
-            raise FieldError("Lineitem price", "negative price", "an amount ≥ 0")
-        discount = parse_money(row.get("Lineitem discount", ""), currency, "Lineitem discount")
-        return OrderItem(
-            line_no=0,
-            sku=clean_text(row.get("Lineitem sku"), 200),
-            name=clean_text(row.get("Lineitem name")),
-            quantity=qty,
-            unit_price_minor=price,
-            total_minor=price * qty - discount,
-        )
-
-    return parse
+    Checks per row, in this order: quantity, price (≥ 0), discount. The usual plain quantity
+    cell is read without the helper calls: this runs once per export row.
+    """
+    out = []
+    for n, (line, row) in enumerate(rows, 1):
+        try:
+            q = row.get("Lineitem quantity", "")
+            if q.isdigit() and q.isascii() and len(q) < 7:
+                qty = int(q)
+            else:
+                qty = parse_quantity(q, "Lineitem quantity")
+            price = parse_money(
+                row.get("Lineitem price", ""), currency, "Lineitem price", blank=None
+            )
+            if price < 0:
+                raise FieldError("Lineitem price", "negative price", "an amount ≥ 0")
+            discount = parse_money(row.get("Lineitem discount", ""), currency, "Lineitem discount")
+            out.append(
+                OrderItem(
+                    n,
+                    clean_text(row.get("Lineitem sku"), 200),
+                    clean_text(row.get("Lineitem name")),
+                    qty,
+                    price,
+                    price * qty - discount,
+                )
+            )
+        except FieldError as exc:
+            exc.line = exc.line or line
+            raise
+    return out
 
 
 def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
@@ -123,9 +142,7 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
     if created is None:
         raise FieldError("Created at", "empty", "the order's creation time")
     cancelled = parse_time(first.get("Cancelled at", ""), env, "Cancelled at")
-    items = with_line(rows, _item(currency))
-    for n, item in enumerate(items, 1):
-        item.line_no = n
+    items = _items(rows, currency)
     fulfilled_at = parse_time(first.get("Fulfilled at", ""), env, "Fulfilled at")
     name = clean_text(first.get("Billing Name")) or clean_text(first.get("Shipping Name"))
     phone = (
@@ -173,4 +190,7 @@ SOURCE = CsvFormat(
     parse_group=parse_group,
     group_key=_key,
     external_id=_external_id,
+    key_column="Name",
+    key_cell=_key_cell,
+    id_column="Id",
 )

@@ -29,8 +29,8 @@ _ORDER_COLS = (
     "delivered_at, cancelled_at, refunded_at, content_hash, source, raw_hash"
 )
 _INSERT_ORDER = (
-    f"INSERT INTO orders (platform, external_id, {_ORDER_COLS}, imported_at, updated_at) "
-    f"VALUES ({', '.join(['?'] * 25)})"
+    f"INSERT INTO orders (id, platform, external_id, {_ORDER_COLS}, imported_at, updated_at) "
+    f"VALUES ({', '.join(['?'] * 26)})"
 )
 _UPDATE_ORDER = (
     "UPDATE orders SET "
@@ -222,10 +222,22 @@ class OrderStore:
         return "updated", order, h, raw
 
     def _write(self, orders: list[Any]) -> None:
+        """Classify a batch, then write it with one ``executemany`` per statement.
+
+        Runs inside the batch's ``BEGIN IMMEDIATE`` transaction, so no other connection can
+        write meanwhile: new rows get their ids here (``max(id) + 1``, what SQLite would pick),
+        which lets orders, their items and new customers go in as whole-batch statements
+        instead of one round trip per row.
+        """
         if not orders:
             return
         existing = self._existing(orders)
-        conn = self.conn
+        # key -> [order id, Order, content hash, raw hash, is new]; one entry per order even if
+        # the batch holds it twice (API pages), the later version winning
+        pending: dict[tuple[str, str], list[Any]] = {}
+        raw_only: list[tuple[str, int]] = []
+        next_id = 0
+        counts = self.counts
         for item in orders:
             key = (item.platform, item.external_id)
             have = existing.get(key)
@@ -234,15 +246,45 @@ class OrderStore:
                 continue
             kind, o, h, raw = outcome
             if kind == "unchanged":
-                self.counts["unchanged"] += 1
+                counts["unchanged"] += 1
                 if have is not None and raw is not None and have[2] != raw:
-                    conn.execute("UPDATE orders SET raw_hash = ? WHERE id = ?", (raw, have[0]))
+                    raw_only.append((raw, have[0]))
                     have[2] = raw
                 continue
-            assert o is not None
+            counts[kind] += 1
+            if have is None:
+                if not next_id:
+                    next_id = self._next_id("orders")
+                order_id, next_id = next_id, next_id + 1
+                pending[key] = [order_id, o, h, raw, True]
+            else:
+                order_id = have[0]
+                entry = pending.get(key)
+                if entry is not None:  # changed again within this batch
+                    entry[1:4] = [o, h, raw]
+                else:
+                    pending[key] = [order_id, o, h, raw, False]
+            existing[key] = [order_id, h, raw]
+        if pending:
+            self._write_orders(list(pending.values()))
+        if raw_only:
+            self.conn.executemany("UPDATE orders SET raw_hash = ? WHERE id = ?", raw_only)
+
+    def _next_id(self, table: str) -> int:
+        """The id SQLite would give the next row (callers hold the write lock)."""
+        return self.conn.execute(f"SELECT COALESCE(MAX(id), 0) + 1 FROM {table}").fetchone()[0]
+
+    def _write_orders(self, entries: list[list[Any]]) -> None:
+        conn, now, source = self.conn, self.now, self.source
+        customer_ids = self._customer_ids([e[1] for e in entries])
+        new_rows: list[tuple[Any, ...]] = []
+        changed_rows: list[tuple[Any, ...]] = []
+        replaced: list[tuple[int]] = []
+        items: list[tuple[Any, ...]] = []
+        for (order_id, o, h, raw, is_new), cid in zip(entries, customer_ids, strict=True):
             values = (
                 o.number,
-                self._customer_id(o),
+                cid,
                 o.customer.email,
                 o.status,
                 o.currency,
@@ -260,82 +302,156 @@ class OrderStore:
                 o.cancelled_at,
                 getattr(o, "refunded_at", None),
                 h,
-                self.source,
+                source,
             )
-            if have is None:
-                order_id = conn.execute(
-                    _INSERT_ORDER, (o.platform, o.external_id, *values, raw, self.now, self.now)
-                ).lastrowid
-                self.counts["inserted"] += 1
+            if is_new:
+                new_rows.append((order_id, o.platform, o.external_id, *values, raw, now, now))
             else:
-                order_id = have[0]
-                conn.execute(_UPDATE_ORDER, (*values, raw, self.now, order_id))
-                conn.execute("DELETE FROM order_items WHERE order_id = ?", (order_id,))
-                self.counts["updated"] += 1
-            existing[key] = [order_id, h, raw]
-            if o.items:
-                conn.executemany(
-                    _INSERT_ITEM,
-                    [
-                        (
-                            order_id,
-                            i.line_no,
-                            i.sku,
-                            i.name,
-                            i.quantity,
-                            i.unit_price_minor,
-                            i.total_minor,
-                        )
-                        for i in o.items
-                    ],
-                )
-
-    def _customer_id(self, order: Order) -> int | None:
-        c = order.customer
-        phone = normalize_phone(c.phone) if c.phone else None
-        if c.email:
-            key: tuple[str, ...] = ("email", c.email)
-            where, params = "email = ?", (c.email,)
-        elif phone:
-            key = ("phone", phone)
-            where, params = "phone = ?", (phone,)
-        elif c.platform_buyer_id:
-            key = ("buyer", order.platform, c.platform_buyer_id)
-            where, params = (
-                "platform = ? AND platform_buyer_id = ?",
+                changed_rows.append((*values, raw, now, order_id))
+                replaced.append((order_id,))
+            items.extend(
                 (
-                    order.platform,
-                    c.platform_buyer_id,
-                ),
-            )
-        else:
-            return None
-        cached = self._customers.get(key)
-        if cached is not None:
-            return cached
-        row = self.conn.execute(
-            f"SELECT id, phone, name, platform_buyer_id FROM customers WHERE {where} "
-            "ORDER BY id LIMIT 1",
-            params,
-        ).fetchone()
-        if row is None:
-            cid = self.conn.execute(
-                "INSERT INTO customers (email, phone, name, platform, platform_buyer_id, "
-                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (c.email, phone, c.name, order.platform, c.platform_buyer_id, self.now, self.now),
-            ).lastrowid
-        else:
-            cid = row[0]
-            if (phone and not row[1]) or (c.name and not row[2]):
-                self.conn.execute(
-                    "UPDATE customers SET phone = COALESCE(phone, ?), name = COALESCE(name, ?), "
-                    "updated_at = ? WHERE id = ?",
-                    (phone, c.name, self.now, cid),
+                    order_id,
+                    i.line_no,
+                    i.sku,
+                    i.name,
+                    i.quantity,
+                    i.unit_price_minor,
+                    i.total_minor,
                 )
-        if len(self._customers) > 100_000:
-            self._customers.clear()
-        self._customers[key] = cid
-        return cid
+                for i in o.items
+            )
+        if new_rows:
+            conn.executemany(_INSERT_ORDER, new_rows)
+        if changed_rows:
+            conn.executemany(_UPDATE_ORDER, changed_rows)
+            conn.executemany("DELETE FROM order_items WHERE order_id = ?", replaced)
+        if items:
+            conn.executemany(_INSERT_ITEM, items)
+
+    def _customer_ids(self, orders: list[Order]) -> list[int | None]:
+        """Each order's customer id, matching/creating customers as a per-order lookup would.
+
+        Customers are matched by e-mail, else phone, else (platform, buyer id); the lowest id
+        wins. What the batch needs from the table is fetched with one query per kind of key;
+        customers created or given a phone earlier in the batch are found as well.
+        """
+        cache = self._customers
+        if len(cache) > 100_000:  # bounded; never cleared mid-batch (it holds the batch's keys)
+            cache.clear()
+        wanted: list[tuple[tuple[str, ...], Order, str | None] | None] = []
+        missing: dict[str, set[Any]] = {"email": set(), "phone": set(), "buyer": set()}
+        for o in orders:
+            c = o.customer
+            if c.email:  # the phone is normalized later, only if this key is not cached
+                wanted.append((("email", c.email), o, None))
+                if ("email", c.email) not in cache:
+                    missing["email"].add(c.email)
+                continue
+            phone = normalize_phone(c.phone) if c.phone else None
+            if phone:
+                key = ("phone", phone)
+            elif c.platform_buyer_id:
+                key = ("buyer", o.platform, c.platform_buyer_id)
+            else:
+                wanted.append(None)
+                continue
+            wanted.append((key, o, phone))
+            if key not in cache:
+                missing[key[0]].add(key[1:] if key[0] == "buyer" else key[1])
+        found = self._find_customers(missing)
+        # per-batch state: customer id -> [phone, name]; phone / buyer -> lowest id given it
+        # in this batch (rows the prefetch cannot have seen)
+        state: dict[int, list[Any]] = {}
+        by_phone: dict[str, int] = {}
+        by_buyer: dict[tuple[str, ...], int] = {}
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        next_id = 0
+        now = self.now
+        out: list[int | None] = []
+        for want in wanted:
+            if want is None:
+                out.append(None)
+                continue
+            key, o, phone = want
+            cid = cache.get(key)
+            if cid is not None:
+                out.append(cid)
+                continue
+            c = o.customer
+            if key[0] == "email" and c.phone:
+                phone = normalize_phone(c.phone)
+            row = found.get(key)
+            if key[0] == "phone":
+                mine = by_phone.get(phone)  # type: ignore[arg-type]
+                if mine is not None and (row is None or mine < row[0]):
+                    row = (mine, *state[mine])
+            elif key[0] == "buyer":
+                mine = by_buyer.get(key[1:])
+                if mine is not None and (row is None or mine < row[0]):
+                    row = (mine, *state[mine])
+            if row is None:
+                if not next_id:
+                    next_id = self._next_id("customers")
+                cid, next_id = next_id, next_id + 1
+                inserts.append(
+                    (cid, c.email, phone, c.name, o.platform, c.platform_buyer_id, now, now)
+                )
+                state[cid] = [phone, c.name]
+                if phone and phone not in by_phone:
+                    by_phone[phone] = cid
+                if c.platform_buyer_id:
+                    by_buyer.setdefault((o.platform, c.platform_buyer_id), cid)
+            else:
+                cid = row[0]
+                cur = state.setdefault(cid, [row[1], row[2]])
+                if (phone and not cur[0]) or (c.name and not cur[1]):
+                    updates.append((phone, c.name, now, cid))
+                    if phone and not cur[0]:
+                        cur[0] = phone
+                        if by_phone.get(phone, cid + 1) > cid:
+                            by_phone[phone] = cid
+                    cur[1] = cur[1] or c.name
+            cache[key] = cid
+            out.append(cid)
+        if inserts:
+            self.conn.executemany(
+                "INSERT INTO customers (id, email, phone, name, platform, platform_buyer_id, "
+                "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            self.conn.executemany(
+                "UPDATE customers SET phone = COALESCE(phone, ?), name = COALESCE(name, ?), "
+                "updated_at = ? WHERE id = ?",
+                updates,
+            )
+        return out
+
+    def _find_customers(self, missing: dict[str, set[Any]]) -> dict[tuple[str, ...], tuple]:
+        """key -> (id, phone, name) of the lowest-id stored customer, for keys not cached."""
+        found: dict[tuple[str, ...], tuple] = {}
+        conn = self.conn
+        for kind, column in (("email", "email"), ("phone", "phone")):
+            values = list(missing[kind])
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                for r in conn.execute(
+                    f"SELECT id, phone, name, {column} FROM customers WHERE {column} IN "
+                    f"({', '.join('?' * len(chunk))}) ORDER BY id",
+                    chunk,
+                ):
+                    found.setdefault((kind, r[3]), (r[0], r[1], r[2]))
+        for platform, buyer in missing["buyer"]:
+            r = conn.execute(
+                "SELECT id, phone, name FROM customers WHERE platform = ? AND "
+                "platform_buyer_id = ? ORDER BY id LIMIT 1",
+                (platform, buyer),
+            ).fetchone()
+            if r is not None:
+                found[("buyer", platform, buyer)] = (r[0], r[1], r[2])
+        return found
 
 
 def load_cursor(conn: sqlite3.Connection, source: str) -> dict | None:
