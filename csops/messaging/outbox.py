@@ -370,7 +370,7 @@ def deliver(
     handed = 0
     # The outcome of message k is committed in the same transaction that claims message k+1:
     # two commits per message instead of three, with the same crash semantics.
-    pending: tuple[sqlite3.Row, Any, datetime] | None = None
+    pending: tuple[sqlite3.Row, int, Any, datetime] | None = None
     stop = False
     batch: list[sqlite3.Row] = []
     try:
@@ -402,12 +402,12 @@ def deliver(
                 claimed = conn.execute(
                     "UPDATE outbox SET state='sending', claimed_by=?, claimed_at=?, "
                     "attempts=attempts+1, handed_over_at=NULL, updated_at=? "
-                    "WHERE id=? AND state='queued' AND next_attempt_at <= ? RETURNING *",
+                    "WHERE id=? AND state='queued' AND next_attempt_at <= ? RETURNING attempts",
                     (ctx.run_id, nows, nows, row["id"], nows),
                 ).fetchone()
             if claimed is None:
                 continue
-            row = claimed
+            attempts = claimed[0]  # the content columns never change once planned
             channel = get_channel(row["channel"])
             msg = OutMessage.from_row(row)
             marked: list[bool] = []
@@ -441,7 +441,7 @@ def deliver(
                     )
                 raise
             handed += 1
-            pending = (row, outcome, clock())
+            pending = (row, attempts, outcome, clock())
             if outcome.kind == "transient":
                 consecutive += 1
                 if consecutive >= settings.breaker_threshold:
@@ -528,10 +528,9 @@ def _backoff(settings: Any, attempts: int, hint: float | None) -> timedelta:
     return wait
 
 
-def _apply_outcome(conn, row, outcome, now, settings, report) -> None:
-    """Record a channel's outcome (inside the caller's transaction)."""
+def _apply_outcome(conn, row, attempts, outcome, now, settings, report) -> None:
+    """Record a channel's outcome (inside the caller's transaction); ``attempts`` as claimed."""
     nows = iso(now)
-    attempts = row["attempts"]  # as claimed (already counting this attempt)
     if outcome.kind == "sent":
         conn.execute(
             "UPDATE outbox SET state='sent', sent_at=?, last_error=NULL, updated_at=? WHERE id=?",

@@ -124,6 +124,8 @@ def mime_bytes(
     costs more per message than the whole SMTP exchange, and our headers are few and known.
     Non-ASCII header text becomes RFC 2047 encoded-words; bodies are quoted-printable UTF-8
     (lines <= 76). Raises HeaderInjection for a recipient or header that could smuggle lines.
+    ``date`` is a datetime, or the header text already formatted (a sender formats it once per
+    second).
     """
     if not _ADDR.match(msg.recipient or ""):
         raise HeaderInjection(f"recipient is not one plain e-mail address: {msg.recipient!r}")
@@ -133,7 +135,7 @@ def mime_bytes(
         b"From: " + _address(from_name, from_address),
         b"To: " + msg.recipient.encode("ascii"),
         b"Subject: " + _header_text(_one_line(msg.subject)[:900]),
-        b"Date: " + format_datetime(date).encode("ascii"),
+        b"Date: " + (date if isinstance(date, str) else format_datetime(date)).encode("ascii"),
         b"Message-ID: " + msg.message_id.encode("ascii"),
         b"MIME-Version: 1.0",
     ]
