@@ -16,6 +16,7 @@ customer's name stays literal. Output is capped in size and time.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -266,9 +267,12 @@ def _jinja_line(exc: BaseException) -> int | None:
     return line
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def header_safe(value: str) -> str:
     """One header line: CR, LF and other control characters become spaces."""
-    return " ".join("".join(ch if ch >= " " and ch != "\x7f" else " " for ch in value).split())
+    return " ".join(_CONTROL.sub(" ", value).split())
 
 
 def render_message(config: Any, name: str, locale: str, context: dict) -> Rendered:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 Kind = Literal["sent", "transient", "permanent", "unknown"]
@@ -200,6 +201,7 @@ def _fold(value: str, width: int = 76) -> str:
     return "\r\n ".join(lines)
 
 
+@lru_cache(maxsize=64)
 def _address(name: str, address: str) -> bytes:
     name = _one_line(name)
     if not name:
@@ -210,8 +212,11 @@ def _address(name: str, address: str) -> bytes:
     return _header_text(name) + f" <{address}>".encode("ascii")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _one_line(value: str) -> str:
-    return " ".join("".join(c if c >= " " and c != "\x7f" else " " for c in value or "").split())
+    return " ".join(_CONTROL.sub(" ", value or "").split())
 
 
 class BaseChannel:
