@@ -81,7 +81,7 @@ class OutMessage:
             subject=row["subject"] or "",
             body_text=row["body_text"] or "",
             body_html=row["body_html"],
-            headers=json.loads(row["headers_json"] or "{}"),
+            headers=json.loads(row["headers_json"]) if row["headers_json"] else {},
             rule=row["rule"],
             order_id=row["order_id"],
             customer_id=row["customer_id"],
