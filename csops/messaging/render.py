@@ -16,6 +16,7 @@ customer's name stays literal. Output is capped in size and time.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -231,14 +232,19 @@ def _render_one(env, path: str, context: dict, max_bytes: int, deadline: float) 
     try:
         template = env.get_template(path)
         out: list[str] = []
+        append = out.append
         size = 0
-        for n, chunk in enumerate(template.generate(context)):
+        countdown = 1
+        for chunk in template.generate(context):
             size += len(chunk)
             if size > max_bytes:
                 raise TemplateError(f"{path}: output larger than {max_bytes} bytes")
-            if not n % 64 and time.monotonic() > deadline:
-                raise TemplateError(f"{path}: render took too long")
-            out.append(chunk)
+            countdown -= 1
+            if not countdown:  # the clock every 64 chunks (the only cap outside the main thread)
+                if time.monotonic() > deadline:
+                    raise TemplateError(f"{path}: render took too long")
+                countdown = 64
+            append(chunk)
         return "".join(out)
     except TemplateNotFound as exc:
         raise TemplateError(f"template not found: {exc.name}", file=path) from None
@@ -266,18 +272,39 @@ def _jinja_line(exc: BaseException) -> int | None:
     return line
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def header_safe(value: str) -> str:
     """One header line: CR, LF and other control characters become spaces."""
-    return " ".join("".join(ch if ch >= " " and ch != "\x7f" else " " for ch in value).split())
+    return " ".join(_CONTROL.sub(" ", value).split())
+
+
+_SETUP: dict[int, tuple[Any, tuple]] = {}
+
+
+def _setup(config: Any) -> tuple[Any, int, float, tuple[Path, ...]]:
+    """(environment, max bytes, max seconds, template folders) of a config, worked out once:
+    planning renders thousands of messages with the same config."""
+    cached = _SETUP.get(id(config))
+    if cached is not None and cached[0] is config:
+        return cached[1]
+    settings = config.section("messaging") if config is not None else None
+    setup = (
+        environment(config),
+        settings.max_render_bytes if settings else 1_000_000,
+        settings.max_render_seconds if settings else 2.0,
+        tuple(template_dirs(config)),
+    )
+    if len(_SETUP) > 16:
+        _SETUP.clear()
+    _SETUP[id(config)] = (config, setup)  # the config is kept alive, so its id stays its own
+    return setup
 
 
 def render_message(config: Any, name: str, locale: str, context: dict) -> Rendered:
     """Render ``messages/<name>/<locale>.*``; raises TemplateError (file, line) on any error."""
-    env = environment(config)
-    settings = config.section("messaging") if config is not None else None
-    max_bytes = settings.max_render_bytes if settings else 1_000_000
-    seconds = settings.max_render_seconds if settings else 2.0
-    dirs = tuple(template_dirs(config))
+    env, max_bytes, seconds, dirs = _setup(config)
     locales, html_locales = _parts(dirs, name)
     if not locales:
         raise TemplateError(f"no message template named {name!r}", expected="templates list")

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.header import Header
 from email.utils import format_datetime
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 Kind = Literal["sent", "transient", "permanent", "unknown"]
@@ -80,7 +81,7 @@ class OutMessage:
             subject=row["subject"] or "",
             body_text=row["body_text"] or "",
             body_html=row["body_html"],
-            headers=json.loads(row["headers_json"] or "{}"),
+            headers=json.loads(row["headers_json"]) if row["headers_json"] else {},
             rule=row["rule"],
             order_id=row["order_id"],
             customer_id=row["customer_id"],
@@ -124,6 +125,8 @@ def mime_bytes(
     costs more per message than the whole SMTP exchange, and our headers are few and known.
     Non-ASCII header text becomes RFC 2047 encoded-words; bodies are quoted-printable UTF-8
     (lines <= 76). Raises HeaderInjection for a recipient or header that could smuggle lines.
+    ``date`` is a datetime, or the header text already formatted (a sender formats it once per
+    second).
     """
     if not _ADDR.match(msg.recipient or ""):
         raise HeaderInjection(f"recipient is not one plain e-mail address: {msg.recipient!r}")
@@ -133,7 +136,7 @@ def mime_bytes(
         b"From: " + _address(from_name, from_address),
         b"To: " + msg.recipient.encode("ascii"),
         b"Subject: " + _header_text(_one_line(msg.subject)[:900]),
-        b"Date: " + format_datetime(date).encode("ascii"),
+        b"Date: " + (date if isinstance(date, str) else format_datetime(date)).encode("ascii"),
         b"Message-ID: " + msg.message_id.encode("ascii"),
         b"MIME-Version: 1.0",
     ]
@@ -198,6 +201,7 @@ def _fold(value: str, width: int = 76) -> str:
     return "\r\n ".join(lines)
 
 
+@lru_cache(maxsize=64)
 def _address(name: str, address: str) -> bytes:
     name = _one_line(name)
     if not name:
@@ -208,8 +212,11 @@ def _address(name: str, address: str) -> bytes:
     return _header_text(name) + f" <{address}>".encode("ascii")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _one_line(value: str) -> str:
-    return " ".join("".join(c if c >= " " and c != "\x7f" else " " for c in value or "").split())
+    return " ".join(_CONTROL.sub(" ", value or "").split())
 
 
 class BaseChannel:
