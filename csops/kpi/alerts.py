@@ -124,6 +124,7 @@ def queue_alerts(
     shop_name: str,
     recipient: str,
     now: datetime,
+    domain: str = "csops.local",
 ) -> list[tuple[Breach, str]]:
     """Plan an outbox message per breach at a sending level; returns (breach, queued|already)."""
     from csops import db
@@ -145,7 +146,7 @@ def queue_alerts(
                 body_text=body,
                 is_marketing=False,
             )
-            new_id = enqueue(conn, msg, now=now)
+            new_id = enqueue(conn, msg, now=now, domain=domain)
             outcome.append((breach, "queued" if new_id is not None else "already queued"))
     return outcome
 
@@ -193,6 +194,8 @@ def run_check(ctx, *, day: date | None = None):
     elif not alerts.channel:
         outcome = [(b, "no [alerts] channel") for b in breaches]
     else:
+        from csops.messaging.outbox import message_id_domain
+
         outcome = queue_alerts(
             ctx.conn,
             day,
@@ -201,6 +204,7 @@ def run_check(ctx, *, day: date | None = None):
             shop_name=ctx.config.shop.name,
             recipient=alerts.recipient or ctx.config.shop.email,
             now=ctx.now,
+            domain=message_id_domain(ctx.config),
         )
     if breaches and alerts.channel and not ctx.dry_run:
         from csops.messaging.outbox import deliver

@@ -52,6 +52,13 @@ class NewMessage:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def message_id_domain(config: Any) -> str:
+    """The right-hand side of our Message-IDs: ``[messaging] message_id_domain``, else the shop's
+    sender domain — one for every kind of message, so receivers see one sender."""
+    settings = config.section("messaging")
+    return settings.message_id_domain or config.shop.email.rpartition("@")[2] or "csops.local"
+
+
 def new_message_id(now: datetime, domain: str = "csops.local") -> str:
     return f"<{now:%Y%m%d%H%M%S}.{uuid.uuid4().hex[:20]}@{domain or 'csops.local'}>"
 

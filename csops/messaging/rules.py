@@ -314,7 +314,7 @@ def plan_due(
     dry_run: bool = False,
 ) -> PlanReport:
     """Plan every due follow-up into the outbox (or just list them with ``dry_run``)."""
-    from csops.messaging.outbox import NewMessage, enqueue
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
     from csops.messaging.render import TemplateError, pick_locale, render_message
     from csops.messaging.settings import channel_table
 
@@ -332,7 +332,7 @@ def plan_due(
         rules = [r for r in rules if r.name in rule_names]
     tz = ZoneInfo(config.shop.timezone)
     channels = channel_table(config)
-    domain = settings.message_id_domain or config.shop.email.rpartition("@")[2] or "csops.local"
+    domain = message_id_domain(config)
     report = PlanReport()
     batch: list[tuple[NewMessage, str | None]] = []
 

@@ -480,7 +480,7 @@ def _notice(
     """Plan the customer's notice in the current transaction; the outbox id or None."""
     if order_row is None or record["decision"] not in policy.notify:
         return None
-    from csops.messaging.outbox import NewMessage, enqueue
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
     from csops.messaging.render import pick_locale, render_message
 
     customer = None
@@ -510,7 +510,7 @@ def _notice(
         is_marketing=False,
         expires_at=timeutil.iso(now + timedelta(days=policy.notice_expires_days)),
     )
-    return enqueue(conn, msg, now=now)
+    return enqueue(conn, msg, now=now, domain=message_id_domain(config))
 
 
 def notice_channel(config: Any, policy: ReturnPolicy) -> str:

@@ -132,7 +132,7 @@ def _queue_alert(
     comment: str | None,
     now: datetime,
 ) -> int | None:
-    from csops.messaging.outbox import NewMessage, enqueue
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
 
     settings: SurveySettings = config.section("surveys")
     order = conn.execute(
@@ -165,4 +165,4 @@ def _queue_alert(
         locale=locale,
         is_marketing=False,
     )
-    return enqueue(conn, msg, now=now)
+    return enqueue(conn, msg, now=now, domain=message_id_domain(config))

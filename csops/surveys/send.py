@@ -186,7 +186,7 @@ def build_context(
 def _queue_one(
     ctx: RunContext, p: PlannedSurvey, settings: SurveySettings, rule: SurveyRule
 ) -> dict[str, Any] | None:
-    from csops.messaging.outbox import NewMessage, enqueue
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
     from csops.messaging.render import pick_locale, render_message
 
     conn, config, now = ctx.conn, ctx.config, ctx.now
@@ -231,6 +231,7 @@ def _queue_one(
                 expires_at=timeutil.iso(p.due_at + rule.send_within_td),
             ),
             now=now,
+            domain=message_id_domain(config),
         )
         conn.execute("UPDATE surveys SET outbox_id = ? WHERE id = ?", (outbox_id, survey_id))
     return {
@@ -245,7 +246,7 @@ def _queue_one(
 
 
 def _queue_reminder(ctx: RunContext, survey_id: int, settings: SurveySettings) -> dict | None:
-    from csops.messaging.outbox import NewMessage, enqueue
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
     from csops.messaging.render import render_message
 
     conn, config, now = ctx.conn, ctx.config, ctx.now
@@ -292,6 +293,7 @@ def _queue_reminder(ctx: RunContext, survey_id: int, settings: SurveySettings) -
                 expires_at=timeutil.iso(now + timedelta(days=3)),
             ),
             now=now,
+            domain=message_id_domain(config),
         )
         conn.execute(
             "UPDATE surveys SET reminded_at = ?, reminder_outbox_id = ?, expires_at = ?, "
