@@ -12,6 +12,7 @@ import codecs
 import csv
 import io
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -83,23 +84,100 @@ def open_text(binary: IO[bytes], encoding: str | None = None) -> tuple[IO[str], 
     return text, enc
 
 
+class BadRecord(dict):
+    """A record that could not be read as a row (unterminated quote, wrong column count).
+
+    It is yielded in the row's place, empty, with the ``reason``, so the caller rejects it with
+    its line number and goes on: one stray quote costs one row, never the rest of the file.
+    """
+
+    def __init__(self, reason: str, expected: str) -> None:
+        super().__init__()
+        self.reason = reason
+        self.expected = expected
+
+
+def _records(text: IO[str], limit: int) -> Iterator[tuple[int, str, bool]]:
+    """(first physical line, record text, closed) — a record spans lines while a quote is open.
+
+    A quote still open after ``limit`` characters or at the end of the file makes the record
+    unterminated (closed=False); the lines after its first are then read again as records.
+    """
+    pending: deque[tuple[int, str]] = deque()
+    number = 0
+
+    def read() -> tuple[int, str] | None:
+        nonlocal number
+        if pending:
+            return pending.popleft()
+        line = text.readline()
+        if not line:
+            return None
+        number += 1
+        return number, line
+
+    while (first := read()) is not None:
+        start, line = first
+        if not line.count('"') & 1:
+            yield start, line, True
+            continue
+        taken: list[tuple[int, str]] = []
+        size, closed = len(line), False
+        while size <= limit and (nxt := read()) is not None:
+            taken.append(nxt)
+            size += len(nxt[1])
+            if nxt[1].count('"') & 1:
+                closed = True
+                break
+        if closed and size <= limit:
+            yield start, line + "".join(t[1] for t in taken), True
+        else:
+            pending.extendleft(reversed(taken))
+            yield start, line, False
+
+
 def iter_dict_rows(
-    text: IO[str], *, delimiter: str = ","
+    text: IO[str], *, delimiter: str = ",", limit: int = 1_000_000
 ) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
-    """Header (stripped names) and an iterator of (physical line number, row by header name)."""
-    reader = csv.reader(text, delimiter=delimiter, strict=False)
-    try:
-        header = [h.strip().lstrip("\ufeff") for h in next(reader)]
-    except StopIteration:
-        return [], iter(())
+    """Header (stripped names) and an iterator of (first physical line, row by header name).
+
+    Streams record by record. A record that cannot be a row comes as a :class:`BadRecord`.
+    """
+    csv.field_size_limit(max(limit, csv.field_size_limit()))
+    records = _records(text, limit)
+
+    def parse(record: str) -> list[str]:
+        return next(csv.reader([record], delimiter=delimiter, strict=True), [])
+
+    header: list[str] = []
+    for _line, record, _closed in records:
+        try:
+            header = [h.strip().lstrip("\ufeff") for h in parse(record)]
+        except csv.Error:
+            header = []
+        break
+    width = len(header)
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        start = reader.line_num + 1
-        for values in reader:
-            line = start
-            start = reader.line_num + 1
+        for line, record, closed in records:
+            if not closed:
+                yield line, BadRecord("unterminated quoted field", 'a closing "')
+                continue
+            try:
+                values = parse(record)
+            except csv.Error as exc:
+                yield line, BadRecord(f"malformed CSV ({exc})", "well-formed CSV")
+                continue
             if not any(v.strip() for v in values):
                 continue
-            yield line, dict(zip(header, values, strict=False))
+            if len(values) != width:
+                yield (
+                    line,
+                    BadRecord(
+                        f"{len(values)} columns where the header has {width}", f"{width} columns"
+                    ),
+                )
+                continue
+            yield line, dict(zip(header, values, strict=True))
 
     return header, rows()

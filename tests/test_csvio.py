@@ -48,3 +48,26 @@ def test_writer_round_trips_through_a_csv_reader() -> None:
 )
 def test_encoding_is_sniffed_from_the_first_bytes(data: bytes, encoding: str) -> None:
     assert sniff_encoding(data) == encoding
+
+
+def test_a_stray_quote_costs_one_row_not_the_rest_of_the_file() -> None:
+    from csops.csvio import BadRecord, iter_dict_rows
+
+    text = io.StringIO(
+        "id,note,qty\n"
+        '1,"multi\nline",6\n'
+        '2,"broken quote,5\n'
+        "3,fine,7\n"
+        "4,too,many,cells\n"
+        "\n"
+        "5,last,8\n"
+    )
+    header, rows = iter_dict_rows(text)
+    got = list(rows)
+    assert header == ["id", "note", "qty"]
+    assert [line for line, _ in got] == [2, 4, 5, 6, 8]
+    assert got[0][1] == {"id": "1", "note": "multi\nline", "qty": "6"}
+    assert isinstance(got[1][1], BadRecord) and "unterminated" in got[1][1].reason
+    assert got[2][1]["note"] == "fine"
+    assert isinstance(got[3][1], BadRecord) and "4 columns" in got[3][1].reason
+    assert got[4][1]["id"] == "5"

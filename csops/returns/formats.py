@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import IO
 from zoneinfo import ZoneInfo
 
-from csops.csvio import iter_dict_rows, open_text
+from csops.csvio import BadRecord, iter_dict_rows, open_text
 from csops.errors import InputError
 from csops.result import Reject
 from csops.returns.policy import ReturnRequest
@@ -151,6 +151,8 @@ def read_generic(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRe
     for line_no, raw in rows:
         row = {k.strip().lower(): v for k, v in raw.items()}
         try:
+            if isinstance(raw, BadRecord):
+                raise _LineError("", raw.reason, raw.expected)
             ref = _text(row, "return_id", required=True)
             order_ref = _text(row, "order_number", required=True)
             sku = _text(row, "sku") or None  # blank: found by item_name or a one-item order
@@ -242,6 +244,8 @@ def read_taobao(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRes
     for line_no, raw in rows:
         row = {k.strip(): _unprotect(v) for k, v in raw.items()}
         try:
+            if isinstance(raw, BadRecord):
+                raise _LineError("", raw.reason, raw.expected)
             ref = _text(row, "退款编号", required=True)
             status = _text(row, "退款状态")
             if status in TAOBAO_FINISHED or status.startswith("卖家拒绝"):

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from csops import db as dbmod
 from csops import timeutil
-from csops.csvio import SafeCsvWriter, iter_dict_rows, open_text
+from csops.csvio import BadRecord, SafeCsvWriter, iter_dict_rows, open_text
 from csops.errors import InputError
 from csops.result import Reject, Result
 from csops.runs import RunContext
@@ -148,6 +148,8 @@ def _raw(raw: dict[str, str]) -> str:
 
 
 def _validate(ctx: RunContext, cols: dict[str, str], raw: dict[str, str]) -> dict[str, Any]:
+    if isinstance(raw, BadRecord):
+        raise RowError("", raw.reason, raw.expected)
     config = ctx.config
     settings: SurveySettings = config.section("surveys")
     get = {f: (raw.get(h) or "").strip() for f, h in cols.items()}
