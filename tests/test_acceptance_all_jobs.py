@@ -250,7 +250,7 @@ def test_every_job_at_once_never_fails_never_locks_loses_nothing_and_checkpoints
     for name, code, _out, _err in ledger.runs:
         by_job.setdefault(name, []).append(code)
     print(  # the [bench] side of AT-11: printed, never asserted
-        f"AT-11 {duration:.0f}s: runs {by_job}; accepted POSTs {len(answered)}; "
+        f"AT-11 {duration:.0f}s: runs {by_job}; surveys answered by 2xx POSTs {len(answered)}; "
         f"peak -wal {peak.get('wal', 0) / 1e6:.1f} MB; reader saw {reader.get('orders_seen')}"
     )
     # Every process: no exit 1 (or any unexpected code), no lock error, no traceback.
