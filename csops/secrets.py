@@ -21,6 +21,8 @@ def secret_values() -> list[str]:
         if value and len(value) >= 6 and _SECRET_NAME.search(name):
             values.add(value)
             values.update(v for v in value.split(",") if len(v) >= 6)
+            # "Bearer abc…": a server may echo the credential without its scheme word.
+            values.update(v for v in value.split() if len(v) >= 6 and v != value)
     return sorted(values, key=len, reverse=True)
 
 

@@ -27,6 +27,19 @@ def decisions_file_ok(path, lines: int) -> bool:
     return len(rows) == lines and all(r["decision"] for r in rows)
 
 
+def decided(ws) -> int:
+    return ws.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"]
+
+
+def wait_for(pred, timeout: float = 60, step: float = 0.01) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
 def outcome(ws) -> dict[str, tuple]:
     return {
         r["return_ref"]: (r["decision"], r["decision_code"], r["refund_minor"], r["fee_minor"])
@@ -60,13 +73,18 @@ def test_kill_9_during_a_batch_then_rerun_equals_an_uninterrupted_run(workspace,
     out = tmp_path / "decisions.csv"
     rng = random.Random(6)
     killed_mid_run = 0
+    done = 0
     for _ in range(kills):
         proc = workspace.popen("returns", "process", str(batch), "--out", str(out))
-        time.sleep(rng.uniform(0.25, max(0.4, duration * 0.6)))
+        # Kill at a random instant after this run has committed something: a fixed delay lands
+        # before the first commit whenever the machine is loaded and start-up is slow.
+        progressed = wait_for(lambda d=done, p=proc: decided(workspace) > d or p.poll() is not None)
+        assert progressed, "the run made no progress in 60 s"
+        time.sleep(rng.uniform(0, duration * 0.2))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate()
-        done = workspace.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"]
+        done = decided(workspace)
         killed_mid_run += int(proc.returncode == -signal.SIGKILL and 0 < done < lines_n)
         assert proc.returncode in (0, -signal.SIGKILL), err.decode()
         assert decisions_file_ok(out, lines_n)

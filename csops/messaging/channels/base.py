@@ -51,7 +51,15 @@ class Outcome:
     retry_after: float | None = None  # seconds, a server hint (Retry-After, "in 120 seconds")
 
     def error(self) -> str:
-        return f"{self.code} {self.text}".strip()[:500]
+        """The reason as stored in ``outbox.last_error`` and shown by commands.
+
+        ``text`` is the remote end's reply, which can echo what it was sent (a webhook that
+        returns the request headers, auth header included), so it is redacted here, the one
+        place every outcome becomes stored or printed text.
+        """
+        from csops.secrets import redact
+
+        return redact(f"{self.code} {self.text}".strip())[:500]
 
 
 @dataclass
