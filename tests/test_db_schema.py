@@ -124,3 +124,16 @@ def test_backup_is_integrity_checked_and_appears_only_under_final_name(tmp_path:
     assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert copy.execute("SELECT cursor FROM sync_state").fetchone()[0] == "c"
     assert final.stat().st_mode & 0o077 == 0
+
+
+def test_migrations_from_an_empty_file_then_rerun_change_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.write_bytes(b"")
+    conn = db.connect(path)
+    schema = conn.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    conn.close()
+    again = db.connect(path)
+    assert db.schema_version(again) == latest_version()
+    rerun = again.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
+    assert [tuple(r) for r in rerun] == [tuple(r) for r in schema]
+    assert again.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

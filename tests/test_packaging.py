@@ -37,43 +37,42 @@ def test_wheel_installed_outside_the_repo_writes_a_working_workspace(tmp_path: P
     assert any(n.startswith("csops/templates/") for n in names)
     assert not any(n.startswith("tests/") for n in names)
 
-    target = tmp_path / "site"
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), wheel],
-        check=True,
+    venv = tmp_path / "fresh-venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", str(wheel)],
         capture_output=True,
-        timeout=300,
+        text=True,
+        timeout=600,
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CSOPS_")}
-    env["PYTHONPATH"] = str(target)
+    assert install.returncode == 0, install.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CSOPS_", "PYTHON"))}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     where = subprocess.run(
-        [sys.executable, "-c", "import csops; print(csops.__file__)"],
+        [str(py), "-c", "import csops; print(csops.__file__)"],
         capture_output=True,
         text=True,
         cwd=elsewhere,
         env=env,
         check=True,
     )
-    assert where.stdout.startswith(str(target))
+    assert where.stdout.startswith(str(venv))
+    csops = str(venv / "bin" / "csops")
     init = subprocess.run(
-        [sys.executable, "-m", "csops", "init", "shop"],
-        capture_output=True,
-        text=True,
-        cwd=elsewhere,
-        env=env,
-        timeout=60,
+        [csops, "init", "shop"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60
     )
     assert init.returncode == 0, init.stderr
     assert (elsewhere / "shop" / "config" / "csops.toml").is_file()
     assert (elsewhere / "shop" / "data" / "csops.db").is_file()
+    assert (elsewhere / "shop" / "templates" / "messages").is_dir()
     doctor = subprocess.run(
-        [sys.executable, "-m", "csops", "doctor", "--json"],
+        [csops, "doctor", "--json"],
         capture_output=True,
         text=True,
         cwd=elsewhere / "shop",
-        env=env,
+        env={**env, "CSOPS_SIGNING_KEYS": "wheel-test-signing-key"},
         timeout=60,
     )
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
