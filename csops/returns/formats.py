@@ -67,6 +67,12 @@ class _LineError(Exception):
         super().__init__(message)
         self.field, self.message, self.expected = field, message, expected
 
+    def reject(self, file_name: str, line_no: int, raw: str | None) -> Reject:
+        return Reject(
+            self.message, file=file_name, line=line_no, field=self.field,
+            expected=self.expected, raw=raw,
+        )  # fmt: skip
+
 
 def _text(row: dict[str, str], name: str, *, required: bool = False, label: str = "") -> str:
     value = (row.get(name) or "").strip()
@@ -181,14 +187,7 @@ def read_generic(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRe
                 item_title=_text(row, "item_name"),
             )
         except _LineError as exc:
-            yield Reject(
-                exc.message,
-                file=file_name,
-                line=line_no,
-                field=exc.field,
-                expected=exc.expected,
-                raw=_raw(raw),
-            )
+            yield exc.reject(file_name, line_no, _raw(raw))
 
 
 def _raw(row: dict[str, str]) -> str:
@@ -273,14 +272,7 @@ def read_taobao(text: IO[str], file_name: str, tz: ZoneInfo) -> Iterator[LineRes
                 item_title=_text(row, "宝贝标题"),
             )
         except _LineError as exc:
-            yield Reject(
-                exc.message,
-                file=file_name,
-                line=line_no,
-                field=exc.field,
-                expected=exc.expected,
-                raw=_raw(raw),
-            )
+            yield exc.reject(file_name, line_no, _raw(raw))
 
 
 GENERIC_CSV = ReturnFormat(
