@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,52 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
     else:
         conn.execute("COMMIT")
+
+
+@contextmanager
+def background_checkpoints(
+    conn: sqlite3.Connection, *, every: float = 0.05, max_pages: int = 20_000
+) -> Iterator[None]:
+    """Checkpoint the WAL from a helper thread while a long write loop runs on ``conn``.
+
+    SQLite's automatic checkpoint runs inside whichever COMMIT crosses the threshold: that
+    writer stalls while pages are copied into the database file and both files are fsynced
+    (measured: 0.15-0.2 ms per delivered message, a fifth of an SMTP exchange). SQLite's own
+    advice for such loops is to turn the automatic checkpoint off and checkpoint from another
+    thread: a PASSIVE checkpoint never blocks the writer, and Python's sqlite3 releases the
+    GIL while SQLite works. Durability is unchanged (a commit is in the WAL either way); a
+    run killed meanwhile leaves a longer WAL that the next connection checkpoints. Should
+    the helper fall behind, the writer checkpoints itself once the WAL passes ``max_pages``.
+    """
+    row = conn.execute("PRAGMA database_list").fetchone()
+    path = row[2] if row else ""
+    previous = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+    if not path or previous <= 0 or conn.in_transaction:
+        yield
+        return
+    stop = threading.Event()
+
+    def checkpointer() -> None:
+        helper = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            helper.execute("PRAGMA busy_timeout = 100")
+            while not stop.wait(every):
+                try:
+                    helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    continue  # busy or locked: the next turn (or the writer) does it
+        finally:
+            helper.close()
+
+    thread = threading.Thread(target=checkpointer, name="csops-checkpoint", daemon=True)
+    conn.execute(f"PRAGMA wal_autocheckpoint = {int(max_pages)}")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        conn.execute(f"PRAGMA wal_autocheckpoint = {previous}")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

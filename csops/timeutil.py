@@ -38,7 +38,8 @@ def iso(dt: datetime | None) -> str | None:
         return None
     if dt.tzinfo is None:
         raise ValueError("naive datetime cannot be stored; give it a timezone")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat is several times cheaper than strftime; the offset of a UTC time is "+00:00".
+    return dt.astimezone(UTC).isoformat(timespec="seconds")[:-6] + "Z"
 
 
 def from_iso(value: str | None) -> datetime | None:

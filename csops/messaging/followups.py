@@ -1,4 +1,4 @@
-"""The ``followups send`` job: plan what is due into the outbox, then deliver the queue."""
+"""The ``followups send`` job: plan what is due into the outbox and deliver the queue."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ from csops.result import Result
 def send_job(ctx: Any, *, rules: set[str] | None = None, limit: int | None = None) -> Result:
     """Plan due follow-ups, then deliver due queued messages (all kinds, or only ``rules``)."""
     from csops.messaging.outbox import deliver
-    from csops.messaging.rules import plan_due
+    from csops.messaging.rules import PlanReport, plan_due, plan_steps
 
-    plan = plan_due(ctx.conn, ctx.config, ctx.now, rule_names=rules, dry_run=ctx.dry_run)
-    report = deliver(ctx, limit=limit, rules=rules)
+    if ctx.dry_run:
+        plan = plan_due(ctx.conn, ctx.config, ctx.now, rule_names=rules, dry_run=True)
+        report = deliver(ctx, limit=limit, rules=rules)
+    else:
+        # Planning runs in the pauses of delivery (while a mail server works on a message),
+        # and always to the end: everything due is planned even if delivery stops early.
+        plan = PlanReport()
+        steps = plan_steps(ctx.conn, ctx.config, ctx.now, plan, rule_names=rules)
+        report = deliver(ctx, limit=limit, rules=rules, background=steps)
     result = Result("followups send")
     if ctx.dry_run:
         result.count("would_plan", len([r for r in plan.rows if r["state"] == "planned"]))

@@ -410,28 +410,17 @@ def _due_batch(
     ).fetchall()
 
 
-# Pages the WAL may grow to between automatic checkpoints while delivering (~40 MB at 4 KiB).
-DELIVERY_WAL_PAGES = 10_000
+_DONE = object()
 
 
-@contextlib.contextmanager
-def _sparse_checkpoints(conn: sqlite3.Connection) -> Iterator[None]:
-    """Checkpoint the WAL every 10,000 pages instead of 1,000 while the loop runs.
+@dataclass
+class _Claimed:
+    """A row this run holds as ``sending``: the message and the channel that will carry it."""
 
-    Each message rewrites its row three times (claim, hand-over mark, outcome) plus a few index
-    pages, about 12 pages in all; at SQLite's default a commit checkpoints every ~80 messages,
-    and each checkpoint waits for two fsyncs, which on a slow or shared disk cost more than the
-    SMTP exchange (measured: 0.2-0.3 ms a message). Fewer, larger checkpoints copy hot pages
-    once. Durability is unchanged (a commit is in the WAL either way); the setting is the
-    connection's own and is restored afterwards, when the next commit checkpoints the rest.
-    """
-    previous = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-    if 0 < previous < DELIVERY_WAL_PAGES:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {DELIVERY_WAL_PAGES}")
-    try:
-        yield
-    finally:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {int(previous)}")
+    row: sqlite3.Row
+    attempts: int
+    msg: Any = None
+    channel: Any = None
 
 
 def deliver(
@@ -440,16 +429,32 @@ def deliver(
     kinds: set[str] | None = None,
     limit: int | None = None,
     rules: set[str] | None = None,
+    background: Iterator[Any] | None = None,
 ) -> DeliveryReport:
-    """Deliver due queued messages one at a time; see the module docstring for the protocol."""
-    from csops.messaging.channels.base import OutMessage
+    """Deliver due queued messages one at a time; see the module docstring for the protocol.
 
+    ``background`` is other work cut in steps (planning: ``rules.plan_steps``) that runs in
+    the channel's waits and always to its end; a step yielding a true value has queued new
+    messages, which this pass then delivers too.
+
+    Commits per message, in order: the *claim* (send-time checks + guarded UPDATE), then the
+    *hand-over mark*, which also records the previous message's outcome. A channel that waits
+    for a reply after the point of no return (SMTP's final dot) lets the claim of the next
+    message run during that wait (``overlaps_reply``): the database work leaves the critical
+    path without changing what a crash can leave behind — at most one message handed over
+    with no outcome recorded (the current one, or the previous one whose 250 was read but not
+    yet committed, never both: the current one is only marked in the transaction that records
+    the previous outcome), plus at most one claimed-but-never-handed-over row, which
+    :func:`recover` puts back in the queue.
+    """
     config = ctx.config
     settings = config.section("messaging")
     tz = ZoneInfo(config.shop.timezone)
     conn = ctx.conn
     report = DeliveryReport()
     if ctx.dry_run:
+        for _ in background or ():
+            pass
         return preview(ctx, kinds=kinds, limit=limit, rules=rules)
     cache, get_channel = _channel_objects(config)
     t0 = _time.monotonic()
@@ -458,36 +463,31 @@ def deliver(
         return ctx.now + timedelta(seconds=_time.monotonic() - t0)
 
     extra, params = _due_sql(kinds, rules)
-    consecutive = 0
-    handed = 0
-    # The outcome of message k is committed in the same transaction that claims message k+1:
-    # two commits per message instead of three, with the same crash semantics.
-    pending: tuple[sqlite3.Row, int, Any, datetime] | None = None
-    stop = False
+    pending: list[tuple[sqlite3.Row, int, Any, datetime]] = []  # heard, not yet committed
     batch: list[sqlite3.Row] = []
     known: _OptOuts | None = None
-    stack = contextlib.ExitStack()
-    try:
-        stack.enter_context(_sparse_checkpoints(conn))
-        recover(ctx, get_channel, report)
-        with dbmod.write(conn):  # rows queued by older code without a time are due now
-            conn.execute(
-                "UPDATE outbox SET next_attempt_at = queued_at "
-                "WHERE state = 'queued' AND next_attempt_at IS NULL"
-            )
+    claims = 0
+
+    def flush() -> None:
+        while pending:
+            _apply_outcome(conn, *pending.pop(0), settings, report)
+
+    def claim_next() -> _Claimed | None:
+        """Claim the next due message (settling the ones that must not go), or None."""
+        nonlocal batch, known, claims
         while True:
+            if limit is not None and claims >= limit:
+                return None
             now = clock()
             nows = iso(now)
-            if not batch and not stop and (limit is None or handed < limit):
+            if not batch:
                 batch = _due_batch(conn, nows, extra, params)
                 batch.reverse()
                 known = _OptOuts(conn, batch)
             with dbmod.write(conn):
-                if pending is not None:
-                    _apply_outcome(conn, *pending, settings, report)
-                    pending = None
-                if stop or (limit is not None and handed >= limit) or not batch:
-                    break
+                flush()
+                if not batch:
+                    return None
                 row = batch.pop()
                 decision = _precheck(conn, row, config, settings, now, tz, get_channel, known)
                 if decision is not None:
@@ -501,30 +501,105 @@ def deliver(
                     "WHERE id=? AND state='queued' AND next_attempt_at <= ? RETURNING attempts",
                     (ctx.run_id, nows, nows, row["id"], nows),
                 ).fetchone()
-            if claimed is None:
-                continue
-            attempts = claimed[0]  # the content columns never change once planned
-            channel = get_channel(row["channel"])
-            msg = OutMessage.from_row(row)
+            if claimed is not None:
+                claims += 1
+                return _Claimed(row, claimed[0])
+
+    def prepare(item: _Claimed) -> None:
+        try:
+            item.msg, item.channel = _prepare(config, get_channel, item.row)
+        except Exception:
+            with dbmod.write(conn):
+                release(item)
+            raise
+
+    def release(item: _Claimed | None) -> None:
+        """Give back a claim that was never handed over (inside the caller's transaction)."""
+        if item is not None:
+            conn.execute(
+                "UPDATE outbox SET state='queued', attempts=attempts-1, updated_at=? "
+                "WHERE id=? AND state='sending' AND claimed_by=? AND handed_over_at IS NULL",
+                (iso(clock()), item.row["id"], ctx.run_id),
+            )
+
+    def work_ahead(ahead: list[_Claimed | None]) -> Iterator[None]:
+        """The next message's claim, then its preparation: one step per wait for a reply."""
+        item = claim_next()
+        ahead.append(item)
+        yield
+        if item is not None:
+            prepare(item)
+            yield
+
+    bg = iter(background) if background is not None else None
+
+    def background_step() -> Any:
+        """One step of the background work; None once it is done."""
+        nonlocal bg
+        if bg is None:
+            return None
+        try:
+            return next(bg)
+        except StopIteration:
+            bg = None
+            return None
+
+    def next_claim() -> _Claimed | None:
+        """The next claimed and prepared message, planning ahead while none is due."""
+        while True:
+            item = claim_next()
+            if item is not None:
+                prepare(item)
+                return item
+            if bg is None or (limit is not None and claims >= limit):
+                return None
+            while bg is not None and not background_step():
+                pass
+
+    consecutive = 0
+    stack = contextlib.ExitStack()
+    try:
+        stack.enter_context(dbmod.background_checkpoints(conn))
+        recover(ctx, get_channel, report)
+        with dbmod.write(conn):  # rows queued by older code without a time are due now
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = queued_at "
+                "WHERE state = 'queued' AND next_attempt_at IS NULL"
+            )
+        cur = next_claim()
+        while cur is not None:
+            ahead: list[_Claimed | None] = []
+            steps = work_ahead(ahead)
+            failure: list[Exception] = []
+
+            def idle(steps: Iterator[None] = steps, failure: list[Exception] = failure) -> None:
+                """One step of the work ahead, else of the background; errors wait for cur."""
+                if not failure:
+                    try:
+                        if next(steps, _DONE) is _DONE:
+                            background_step()
+                    except Exception as exc:
+                        failure.append(exc)
+
             marked: list[bool] = []
 
-            def mark(row_id: int = row["id"], marked: list[bool] = marked) -> None:
+            def mark(row_id: int = cur.row["id"], marked: list[bool] = marked) -> None:
                 with dbmod.write(conn):
+                    flush()
                     conn.execute(
                         "UPDATE outbox SET handed_over_at=? WHERE id=?", (iso(clock()), row_id)
                     )
                 marked.append(True)
 
+            overlapped = getattr(cur.channel, "overlaps_reply", False)
             try:
-                if (
-                    row["is_marketing"]
-                    and "@" in msg.recipient
-                    and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
-                ):
-                    msg.headers.update(_unsubscribe_headers(config, msg.recipient))
-                outcome = channel.send(msg, mark)
+                if overlapped:
+                    outcome = cur.channel.send(cur.msg, mark, idle=idle)
+                else:
+                    outcome = cur.channel.send(cur.msg, mark)
             except Exception:  # a channel bug or a stop (bad credentials): settle, re-raise
                 with dbmod.write(conn):
+                    release(ahead[0] if ahead else None)
                     conn.execute(
                         "UPDATE outbox SET state=?, last_error=?, updated_at=? "
                         "WHERE id=? AND state='sending'",
@@ -532,12 +607,12 @@ def deliver(
                             "unknown" if marked else "queued",
                             "channel error during hand-over" if marked else None,
                             iso(clock()),
-                            row["id"],
+                            cur.row["id"],
                         ),
                     )
                 raise
-            handed += 1
-            pending = (row, attempts, outcome, clock())
+            pending.append((cur.row, cur.attempts, outcome, clock()))
+            stop = False
             if outcome.kind == "transient":
                 consecutive += 1
                 if consecutive >= settings.breaker_threshold:
@@ -549,9 +624,41 @@ def deliver(
                     stop = True
             else:
                 consecutive = 0
-        if pending is not None:
+            # The outcome is committed before the next exchange starts: a run killed once the
+            # next MAIL is out leaves nothing in doubt but (at most) the next message. (A
+            # channel that does not overlap has its next claim still to come, which commits it.)
+            if overlapped or stop or failure:
+                with dbmod.write(conn):
+                    flush()
+                    if stop or failure:
+                        release(ahead[0] if ahead else None)
+            if stop:
+                break
+            if not failure:  # steps the channel left undone (no waits, or an early refusal)
+                try:
+                    for _ in steps:
+                        pass
+                except Exception as exc:
+                    failure.append(exc)
+            if failure:
+                with dbmod.write(conn):
+                    flush()
+                    release(ahead[0] if ahead else None)
+                raise failure[0]
+            cur = ahead[0]
+            if cur is None:  # nothing was due a moment ago; planning may have queued more
+                cur = next_claim()
+        if pending:
             with dbmod.write(conn):
-                _apply_outcome(conn, *pending, settings, report)
+                flush()
+        while bg is not None:
+            background_step()
+    except Exception:
+        if bg is not None:  # planning is owed to the end even when delivery fails
+            with contextlib.suppress(Exception):
+                for _ in bg:
+                    pass
+        raise
     finally:
         for ch in cache.values():
             if ch is not None:
@@ -559,6 +666,24 @@ def deliver(
                     ch.close()
         stack.close()
     return report
+
+
+def _prepare(config: Any, get_channel: Callable[[str], Any], row: sqlite3.Row) -> tuple[Any, Any]:
+    """The message of a claimed row, ready for its channel (headers added, wire form built)."""
+    from csops.messaging.channels.base import OutMessage
+
+    channel = get_channel(row["channel"])
+    msg = OutMessage.from_row(row)
+    if (
+        row["is_marketing"]
+        and "@" in msg.recipient
+        and not any(k.lower() == "list-unsubscribe" for k in msg.headers)
+    ):
+        msg.headers.update(_unsubscribe_headers(config, msg.recipient))
+    prepare = getattr(channel, "prepare", None)
+    if prepare is not None:
+        prepare(msg)
+    return msg, channel
 
 
 def _precheck(conn, row, config, settings, now, tz, get_channel, known=None):

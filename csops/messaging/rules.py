@@ -9,7 +9,7 @@ transactions, so a message is planned once ever however often cron runs.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -314,12 +314,32 @@ def plan_due(
     dry_run: bool = False,
 ) -> PlanReport:
     """Plan every due follow-up into the outbox (or just list them with ``dry_run``)."""
-    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
-    from csops.messaging.render import TemplateError, pick_locale, render_message
-    from csops.messaging.settings import channel_table
+    report = PlanReport()
+    for _ in plan_steps(conn, config, now, report, rule_names=rule_names, dry_run=dry_run):
+        pass
+    return report
 
-    settings = config.section("messaging")
-    rules = [r for r in config.section("followups") if r.enabled]
+
+def plan_steps(
+    conn: sqlite3.Connection,
+    config: Any,
+    now: datetime,
+    report: PlanReport,
+    *,
+    rule_names: set[str] | None = None,
+    dry_run: bool = False,
+    batch_size: int = 200,
+) -> Iterator[bool]:
+    """:func:`plan_due` one message at a time, so a caller can interleave it with delivery.
+
+    Yields after each message rendered (``False``) and after each batch committed to the
+    outbox (``True``: new rows are due). Bad rule names are refused before the first step.
+    """
+    _check_rule_names(config, rule_names)
+    return _plan_steps(conn, config, now, report, rule_names, dry_run, batch_size)
+
+
+def _check_rule_names(config: Any, rule_names: set[str] | None) -> None:
     if rule_names:
         from csops.errors import UsageError
 
@@ -329,11 +349,20 @@ def plan_due(
                 f"no follow-up rule named {', '.join(sorted(unknown))}",
                 expected="one of " + ", ".join(r.name for r in config.section("followups")),
             )
+
+
+def _plan_steps(conn, config, now, report, rule_names, dry_run, batch_size) -> Iterator[bool]:
+    from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
+    from csops.messaging.render import TemplateError, pick_locale, render_message
+    from csops.messaging.settings import channel_table
+
+    settings = config.section("messaging")
+    rules = [r for r in config.section("followups") if r.enabled]
+    if rule_names:
         rules = [r for r in rules if r.name in rule_names]
     tz = ZoneInfo(config.shop.timezone)
     channels = channel_table(config)
     domain = message_id_domain(config)
-    report = PlanReport()
     batch: list[tuple[NewMessage, str | None]] = []
 
     def flush() -> None:
@@ -430,7 +459,11 @@ def plan_due(
                     "state": "template_error" if err else "planned",
                 }
             )
-            if len(batch) >= 200:
+            if len(batch) >= batch_size:
                 flush()
-    flush()
-    return report
+                yield True
+            else:
+                yield False
+    if batch:
+        flush()
+        yield True

@@ -78,6 +78,7 @@ class OutMessage:
     order_id: int | None = None
     customer_id: int | None = None
     locale: str | None = None
+    prepared: Any = None  # a channel's wire form, built by its ``prepare`` ahead of sending
 
     @classmethod
     def from_row(cls, row: Any) -> OutMessage:

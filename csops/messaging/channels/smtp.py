@@ -43,6 +43,12 @@ def retry_hint(text: str) -> float | None:
     return n * 60 if m.group(2).lower().startswith("min") else n
 
 
+def _wait(idle: Callable[[], None] | None) -> None:
+    """Give the caller's work ahead a turn while the server works on what was just sent."""
+    if idle is not None:
+        idle()
+
+
 def classify(code: int, text: str) -> Outcome:
     if 200 <= code < 300:
         return Outcome("sent", str(code), text)
@@ -141,7 +147,11 @@ class SmtpChannel(BaseChannel):
             self._date = (second, format_datetime(timeutil.now().replace(microsecond=0)))
         return self._date[1]
 
-    def send(self, msg: OutMessage, mark_handed_over: Callable[[], None]) -> Outcome:
+    # deliver() may run the next message's claim while this channel waits for a final reply.
+    overlaps_reply = True
+
+    def prepare(self, msg: OutMessage) -> None:
+        """Build the wire form ahead of the exchange (dot-stuffed, ending in the final dot)."""
         try:
             data = mime_bytes(
                 msg,
@@ -150,31 +160,49 @@ class SmtpChannel(BaseChannel):
                 date=self._date_header(),
             )
         except HeaderInjection as exc:
-            return Outcome("permanent", "header_injection", str(exc))
+            msg.prepared = Outcome("permanent", "header_injection", str(exc))
+            return
         data = _DOTS.sub(b"..", data)
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
-        data += b".\r\n"
+        msg.prepared = data + b".\r\n"
+
+    def send(
+        self,
+        msg: OutMessage,
+        mark_handed_over: Callable[[], None],
+        idle: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """One SMTP transaction; ``idle`` runs after each command, while its reply is due."""
+        if msg.prepared is None:
+            self.prepare(msg)
+        data = msg.prepared
+        if isinstance(data, Outcome):
+            return data
         handed = False
         try:
             if self.conn is None:
                 self.conn = self._connect()
             conn = self.conn
             conn.putcmd("mail", f"FROM:<{self.from_address}>")
+            _wait(idle)
             code, resp = conn.getreply()
             if code != 250:
                 return self._refused(code, resp)
             conn.putcmd("rcpt", f"TO:<{msg.recipient}>")
+            _wait(idle)
             code, resp = conn.getreply()
             if code not in (250, 251):
                 return self._refused(code, resp)
             conn.putcmd("data")
+            _wait(idle)
             code, resp = conn.getreply()
             if code != 354:
                 return self._refused(code, resp)
             mark_handed_over()
             handed = True
             conn.send(data)
+            _wait(idle)
             code, resp = conn.getreply()
         except (RemoteAuthError, ChannelError):
             raise
