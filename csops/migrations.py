@@ -323,6 +323,20 @@ CREATE TABLE scheduler_heartbeat (
 CREATE INDEX idx_scheduler_heartbeat_beat ON scheduler_heartbeat(beat_at)
 """,
     ),
+    Step(
+        80,
+        "outbox outcome journal (a reply, recorded in one small row before the next exchange)",
+        """
+CREATE TABLE outbox_outcomes (
+    outbox_id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('sent','transient','permanent','unknown')),
+    code TEXT,
+    text TEXT,
+    retry_after REAL,
+    at TEXT NOT NULL
+)
+""",
+    ),
 ]
 
 

@@ -115,12 +115,24 @@ class DeliveryReport:
     """What one delivery pass did; ``partial`` (exit 3) if anything failed or stayed unknown."""
 
     counts: dict[str, int] = field(default_factory=dict)
-    rows: list[dict[str, Any]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     breaker_tripped: bool = False
+    _rows: list[dict[str, Any]] = field(default_factory=list)
+    _unformatted: list[tuple[sqlite3.Row, str, str | None]] = field(default_factory=list)
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
+
+    def add_row(self, row: sqlite3.Row, state: str, error: str | None) -> None:
+        """Note a settled row; formatted for output only when read (off the send path)."""
+        self._unformatted.append((row, state, error))
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._unformatted:
+            self._rows.extend(_row_out(*r) for r in self._unformatted)
+            self._unformatted.clear()
+        return self._rows
 
     @property
     def partial(self) -> bool:
@@ -174,12 +186,15 @@ def _pid_alive(pid: int | None) -> bool:
 
 def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport) -> None:
     """Settle ``sending`` rows left by runs that are gone (killed, crashed)."""
-    from csops.messaging.channels.base import OutMessage
+    from csops.messaging.channels.base import Outcome, OutMessage
 
     conn = ctx.conn
+    settings = ctx.config.section("messaging")
     rows = conn.execute(
-        "SELECT o.*, r.pid AS run_pid, r.finished_at AS run_finished FROM outbox o "
-        "LEFT JOIN runs r ON r.run_id = o.claimed_by WHERE o.state = 'sending'"
+        "SELECT o.*, r.pid AS run_pid, r.finished_at AS run_finished, j.kind AS j_kind, "
+        "j.code AS j_code, j.text AS j_text, j.retry_after AS j_retry, j.at AS j_at "
+        "FROM outbox o LEFT JOIN runs r ON r.run_id = o.claimed_by "
+        "LEFT JOIN outbox_outcomes j ON j.outbox_id = o.id WHERE o.state = 'sending'"
     ).fetchall()
     now = iso(ctx.now)
     for row in rows:
@@ -187,6 +202,15 @@ def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport)
             continue
         alive = row["run_pid"] is not None and row["run_finished"] is None
         if alive and _pid_alive(row["run_pid"]) and row["run_pid"] != os.getpid():
+            continue
+        if row["j_kind"] is not None:  # the reply was heard and journaled: apply it
+            heard = Outcome(row["j_kind"], row["j_code"] or "", row["j_text"] or "", row["j_retry"])
+            with dbmod.write(conn):
+                _apply_outcome(
+                    conn, row, row["attempts"], heard, parse_instant(row["j_at"]), settings, report
+                )
+                conn.execute("DELETE FROM outbox_outcomes WHERE outbox_id = ?", (row["id"],))
+            report.count("recovered_journal")
             continue
         handed = row["handed_over_at"] is not None
         verdict = None
@@ -223,8 +247,16 @@ def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport)
             "recovered rows left 'sending' by a dead run: "
             f"{report.counts.get('recovered_unknown', 0)} unknown, "
             f"{report.counts.get('recovered_queued', 0)} queued again, "
-            f"{report.counts.get('recovered_sent', 0)} sent"
+            f"{report.counts.get('recovered_sent', 0)} sent, "
+            f"{report.counts.get('recovered_journal', 0)} settled from their recorded reply"
         )
+    # Journal rows whose message is no longer in flight (settled by hand meanwhile).
+    if conn.execute("SELECT 1 FROM outbox_outcomes LIMIT 1").fetchone():
+        with dbmod.write(conn):
+            conn.execute(
+                "DELETE FROM outbox_outcomes WHERE outbox_id NOT IN "
+                "(SELECT id FROM outbox WHERE state = 'sending')"
+            )
 
 
 def _in_quiet_hours(settings: Any, now: datetime, tz: ZoneInfo) -> datetime | None:
@@ -468,9 +500,15 @@ def deliver(
     known: _OptOuts | None = None
     claims = 0
 
+    journaled: set[int] = set()  # pending outcomes also written to outbox_outcomes
+
     def flush() -> None:
         while pending:
+            row = pending[0][0]
             _apply_outcome(conn, *pending.pop(0), settings, report)
+            if row["id"] in journaled:
+                journaled.discard(row["id"])
+                conn.execute("DELETE FROM outbox_outcomes WHERE outbox_id = ?", (row["id"],))
 
     def claim_next() -> _Claimed | None:
         """Claim the next due message (settling the ones that must not go), or None."""
@@ -572,14 +610,20 @@ def deliver(
             steps = work_ahead(ahead)
             failure: list[Exception] = []
 
-            def idle(steps: Iterator[None] = steps, failure: list[Exception] = failure) -> None:
-                """One step of the work ahead, else of the background; errors wait for cur."""
-                if not failure:
-                    try:
-                        if next(steps, _DONE) is _DONE:
-                            background_step()
-                    except Exception as exc:
-                        failure.append(exc)
+            def idle(steps: Iterator[None] = steps, failure: list[Exception] = failure) -> bool:
+                """One step of the work ahead, else of the background; errors wait for cur.
+
+                True while there may be more to do."""
+                if failure:
+                    return False
+                try:
+                    if next(steps, _DONE) is not _DONE:
+                        return False  # one step of the next message's work per wait
+                    background_step()
+                    return bg is not None
+                except Exception as exc:
+                    failure.append(exc)
+                    return False
 
             marked: list[bool] = []
 
@@ -599,6 +643,7 @@ def deliver(
                     outcome = cur.channel.send(cur.msg, mark)
             except Exception:  # a channel bug or a stop (bad credentials): settle, re-raise
                 with dbmod.write(conn):
+                    flush()
                     release(ahead[0] if ahead else None)
                     conn.execute(
                         "UPDATE outbox SET state=?, last_error=?, updated_at=? "
@@ -624,14 +669,20 @@ def deliver(
                     stop = True
             else:
                 consecutive = 0
-            # The outcome is committed before the next exchange starts: a run killed once the
-            # next MAIL is out leaves nothing in doubt but (at most) the next message. (A
-            # channel that does not overlap has its next claim still to come, which commits it.)
-            if overlapped or stop or failure:
+            # The outcome is durable before the next exchange starts: a run killed once the
+            # next MAIL is out leaves nothing in doubt but (at most) the next message. On the
+            # overlapped path it is journaled (one small row, a page, instead of rewriting the
+            # message row and four index entries) and applied during the next wait; recover()
+            # applies a journaled outcome left by a dead run. A channel that does not overlap
+            # has its next claim still to come, which applies it.
+            if stop or failure:
                 with dbmod.write(conn):
                     flush()
-                    if stop or failure:
-                        release(ahead[0] if ahead else None)
+                    release(ahead[0] if ahead else None)
+            elif overlapped:
+                with dbmod.write(conn):
+                    _journal(conn, cur.row["id"], outcome, pending[-1][3])
+                journaled.add(cur.row["id"])
             if stop:
                 break
             if not failure:  # steps the channel left undone (no waits, or an early refusal)
@@ -666,6 +717,14 @@ def deliver(
                     ch.close()
         stack.close()
     return report
+
+
+def _journal(conn: sqlite3.Connection, outbox_id: int, outcome: Any, at: datetime) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO outbox_outcomes (outbox_id, kind, code, text, retry_after, at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (outbox_id, outcome.kind, outcome.code, outcome.text[:1000], outcome.retry_after, iso(at)),
+    )
 
 
 def _prepare(config: Any, get_channel: Callable[[str], Any], row: sqlite3.Row) -> tuple[Any, Any]:
@@ -739,7 +798,7 @@ def _apply_precheck(conn, row, decision, nows, report) -> None:
     report.count(state)
     if state == "suppressed":
         report.count(f"suppressed_{reason}")
-    report.rows.append(_row_out(row, state, reason))
+    report.add_row(row, state, reason)
 
 
 def _backoff(settings: Any, attempts: int, hint: float | None) -> timedelta:
@@ -759,7 +818,7 @@ def _apply_outcome(conn, row, attempts, outcome, now, settings, report) -> None:
             (nows, nows, row["id"]),
         )
         report.count("sent")
-        report.rows.append(_row_out(row, "sent", None))
+        report.add_row(row, "sent", None)
         return
     if outcome.kind == "transient" and attempts < settings.max_attempts:
         nxt = now + _backoff(settings, attempts, outcome.retry_after)
@@ -769,7 +828,7 @@ def _apply_outcome(conn, row, attempts, outcome, now, settings, report) -> None:
             (iso(nxt), outcome.error(), nows, row["id"]),
         )
         report.count("retry_later")
-        report.rows.append(_row_out(row, "queued", outcome.error()))
+        report.add_row(row, "queued", outcome.error())
         return
     state = "unknown" if outcome.kind == "unknown" else "failed"
     error = outcome.error()
@@ -780,7 +839,7 @@ def _apply_outcome(conn, row, attempts, outcome, now, settings, report) -> None:
         (state, error, nows, row["id"]),
     )
     report.count(state)
-    report.rows.append(_row_out(row, state, error))
+    report.add_row(row, state, error)
 
 
 def _row_out(row: sqlite3.Row, state: str, error: str | None) -> dict[str, Any]:
@@ -834,7 +893,7 @@ def preview(
         state, reason = ("would_send", None) if decision is None else (decision[0], decision[2])
         label = state if state == "would_send" else f"would_{state}_{reason}".split(":")[0]
         report.count(label)
-        report.rows.append(_row_out(row, state, reason))
+        report.add_row(row, state, reason)
     return report
 
 

@@ -1,9 +1,15 @@
 """SMTP channel: SSL or STARTTLS, auth from an env var, one connection reused across a batch.
 
 The exchange is driven by hand instead of ``smtplib.sendmail`` so the outbox can record the
-hand-over right after the server's 354, before the body and the final dot go out: a reply lost
-after that point means the server may hold the message, so the row becomes ``unknown``; a drop
-before it is a plain transient failure that is retried.
+hand-over before the body goes out: the mark is committed right after the DATA command, while
+the server prepares its 354, so it is durable before the first byte of the body leaves. A reply
+lost after the body went out means the server may hold the message, so the row becomes
+``unknown``; a drop before it (or a refusal of DATA) is a plain transient or permanent outcome.
+A run killed between the mark and the body leaves an ``unknown`` that was in fact never
+delivered: doubt on the safe side, never a duplicate.
+
+While each reply is due, the channel lets ``deliver()`` work ahead (``idle``): claim and
+prepare the next message, plan more. The server works on the command meanwhile.
 
 Commands are written with ``putcmd`` rather than ``smtplib``'s ``mail``/``rcpt``: both
 addresses are already checked by :func:`mime_bytes` (one plain address each), so smtplib's
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import smtplib
 import ssl
 import time
@@ -43,10 +50,20 @@ def retry_hint(text: str) -> float | None:
     return n * 60 if m.group(2).lower().startswith("min") else n
 
 
-def _wait(idle: Callable[[], None] | None) -> None:
-    """Give the caller's work ahead a turn while the server works on what was just sent."""
-    if idle is not None:
-        idle()
+def _wait(conn: smtplib.SMTP, idle: Callable[[], bool] | None) -> None:
+    """Do the caller's work ahead while the server works on what was just sent.
+
+    One step at least, then more for as long as the server's reply has not arrived (a step
+    is small: one claim, one message's MIME, one message planned).
+    """
+    if idle is None:
+        return
+    sock = conn.sock
+    while idle():
+        if sock is None or (getattr(sock, "pending", None) and sock.pending()):
+            return
+        if select.select([sock], [], [], 0)[0]:
+            return
 
 
 def classify(code: int, text: str) -> Outcome:
@@ -171,7 +188,7 @@ class SmtpChannel(BaseChannel):
         self,
         msg: OutMessage,
         mark_handed_over: Callable[[], None],
-        idle: Callable[[], None] | None = None,
+        idle: Callable[[], bool] | None = None,
     ) -> Outcome:
         """One SMTP transaction; ``idle`` runs after each command, while its reply is due."""
         if msg.prepared is None:
@@ -185,24 +202,24 @@ class SmtpChannel(BaseChannel):
                 self.conn = self._connect()
             conn = self.conn
             conn.putcmd("mail", f"FROM:<{self.from_address}>")
-            _wait(idle)
+            _wait(conn, idle)
             code, resp = conn.getreply()
             if code != 250:
                 return self._refused(code, resp)
             conn.putcmd("rcpt", f"TO:<{msg.recipient}>")
-            _wait(idle)
+            _wait(conn, idle)
             code, resp = conn.getreply()
             if code not in (250, 251):
                 return self._refused(code, resp)
             conn.putcmd("data")
-            _wait(idle)
+            mark_handed_over()  # committed while the server prepares its 354
+            _wait(conn, idle)
             code, resp = conn.getreply()
             if code != 354:
                 return self._refused(code, resp)
-            mark_handed_over()
             handed = True
             conn.send(data)
-            _wait(idle)
+            _wait(conn, idle)
             code, resp = conn.getreply()
         except (RemoteAuthError, ChannelError):
             raise
