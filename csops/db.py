@@ -99,7 +99,11 @@ def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 @contextmanager
 def background_checkpoints(
-    conn: sqlite3.Connection, *, every: float = 0.05, max_pages: int = 20_000
+    conn: sqlite3.Connection,
+    *,
+    every: float = 0.05,
+    restart_pages: int = 4_000,
+    max_pages: int = 20_000,
 ) -> Iterator[None]:
     """Checkpoint the WAL from a helper thread while a long write loop runs on ``conn``.
 
@@ -109,8 +113,15 @@ def background_checkpoints(
     advice for such loops is to turn the automatic checkpoint off and checkpoint from another
     thread: a PASSIVE checkpoint never blocks the writer, and Python's sqlite3 releases the
     GIL while SQLite works. Durability is unchanged (a commit is in the WAL either way); a
-    run killed meanwhile leaves a longer WAL that the next connection checkpoints. Should
-    the helper fall behind, the writer checkpoints itself once the WAL passes ``max_pages``.
+    run killed meanwhile leaves a longer WAL that the next connection checkpoints.
+
+    A passive checkpoint that runs while the writer appends never ends with every frame
+    copied, so the writer never starts the WAL over and the file grows (135 MB for 3,000
+    messages). Once the WAL holds ``restart_pages`` frames the helper asks for a RESTART
+    checkpoint: it waits for the writer's current transaction, copies the few frames the
+    passive ones left, and lets the next commit start the WAL from the beginning — a short
+    pause of the writer every few hundred messages. Should the helper fall behind anyway, the
+    writer checkpoints itself once the WAL passes ``max_pages``.
     """
     row = conn.execute("PRAGMA database_list").fetchone()
     path = row[2] if row else ""
@@ -123,10 +134,12 @@ def background_checkpoints(
     def checkpointer() -> None:
         helper = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            helper.execute("PRAGMA busy_timeout = 100")
+            helper.execute("PRAGMA busy_timeout = 2000")
             while not stop.wait(every):
                 try:
-                    helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    frames = helper.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+                    if frames >= restart_pages:
+                        helper.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                 except sqlite3.Error:
                     continue  # busy or locked: the next turn (or the writer) does it
         finally:

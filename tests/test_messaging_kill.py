@@ -241,3 +241,56 @@ def test_two_senders_with_different_lock_files_on_one_database_never_duplicate(w
         assert states(workspace) == {"sent": 200}
         assert len(sink.ledger()) == 200 and set(sink.copies().values()) == {1}
         assert (workspace.root / "locks-elsewhere").is_dir()
+
+
+def test_a_reply_journaled_by_a_dead_run_settles_its_message_without_sending_again(
+    workspace, tmp_path
+):
+    """The outcome journal: a run that heard the 250 and recorded it in outbox_outcomes, then
+    died before applying it, leaves a `sending` row that the next run settles as `sent` (not
+    `unknown`), without handing it over again."""
+    import subprocess
+    import sys
+
+    with Sink(tmp_path) as sink:
+        smtp_channel(workspace, sink.port)
+        first, second, third = queue(workspace, 3)
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)  # fmt: skip
+        pid = int(dead.stdout)
+        conn = workspace.db()
+        with conn:
+            conn.execute(
+                "INSERT INTO runs (run_id, command, pid, started_at) "
+                "VALUES ('dead-run', 'followups send', ?, '2024-04-20T01:59:00Z')",
+                (pid,),
+            )
+            conn.execute(
+                "UPDATE outbox SET state='sending', claimed_by='dead-run', attempts=1, "
+                "claimed_at='2024-04-20T01:59:01Z', handed_over_at='2024-04-20T01:59:01Z' "
+                "WHERE id IN (?, ?)",
+                (first, second),
+            )
+            conn.execute(
+                "INSERT INTO outbox_outcomes (outbox_id, kind, code, text, at) "
+                "VALUES (?, 'sent', '250', 'OK', '2024-04-20T01:59:02Z')",
+                (first,),
+            )
+        conn.close()
+
+        r = workspace.run("followups", "send", env=env())
+        assert r.code == 3, r.stderr  # the second one, handed over with no reply: unknown
+        assert "1 settled from their recorded reply" in r.stderr
+        rows = {
+            row["id"]: row
+            for row in workspace.query("SELECT id, state, sent_at, message_id FROM outbox")
+        }
+        assert rows[first]["state"] == "sent"
+        assert rows[first]["sent_at"] == "2024-04-20T01:59:02Z"
+        assert rows[second]["state"] == "unknown"
+        assert rows[third]["state"] == "sent"
+        copies = sink.copies()
+        assert rows[first]["message_id"] not in copies  # never handed over again
+        assert rows[second]["message_id"] not in copies
+        assert copies[rows[third]["message_id"]] == 1
+        assert workspace.query("SELECT COUNT(*) AS n FROM outbox_outcomes")[0]["n"] == 0
