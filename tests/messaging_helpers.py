@@ -76,6 +76,13 @@ class Sink:
             counts[e["message_id"]] = counts.get(e["message_id"], 0) + 1
         return counts
 
+    def kills(self) -> list[dict[str, Any]]:
+        """The kills the sink carried out (``--kill-at``): point, transaction, Message-ID."""
+        p = Path(str(self.ledger_path) + ".kills")
+        if not p.exists():
+            return []
+        return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
     def mail_count(self) -> int:
         p = Path(str(self.ledger_path) + ".mailcount")
         return int(p.read_text()) if p.exists() else 0

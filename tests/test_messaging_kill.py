@@ -1,4 +1,7 @@
-"""kill -9 and overlapping cron runs against the real sink (AT-01, AT-02, AT-03, AT-07, AT-09)."""
+"""kill -9 and overlapping cron runs against the real sink (AT-01, AT-02, AT-07, AT-09).
+
+AT-03 (every protocol point × positions) is in test_messaging_kill_points.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,6 @@ import signal
 import time
 from email import policy
 
-import pytest
 from messaging_helpers import Sink, env, no_quiet_hours, queue, smtp_channel, states, wait_for
 
 
@@ -70,40 +72,6 @@ def test_the_handover_window_leaves_one_unknown_never_sent_twice(workspace, tmp_
         assert states(workspace) == {"sent": 10}
         assert workspace.run("followups", "send", env=env()).code == 0
         assert sink.copies()[mid] == 2
-
-
-@pytest.mark.parametrize(
-    ("point", "position"),
-    [("rcpt", 1), ("rcpt", 15), ("data", 2), ("data", 30), ("after250", 2), ("after250", 15)],
-)
-def test_a_kill_at_each_protocol_point_never_duplicates(workspace, tmp_path, point, position):
-    """AT-03 (subset): kill points × message positions; then re-run to convergence."""
-    n = 30
-    target = f"u{position - 1}@example.test"
-    faults = {target: {"at": point, "action": "kill", "ms": 5}}
-    with Sink(tmp_path, faults=faults) as sink:
-        smtp_channel(workspace, sink.port)
-        queue(workspace, n)
-        p = _start(workspace, sink)
-        p.wait(timeout=60)
-        _converge(workspace)
-        st = states(workspace)
-        copies = sink.copies()
-        assert st.get("sent", 0) + st.get("unknown", 0) == n, st
-        assert st.get("unknown", 0) <= 1
-        assert max(copies.values()) == 1
-        row = workspace.query(
-            "SELECT state, message_id FROM outbox WHERE recipient = ?", (target,)
-        )[0]
-        if point == "rcpt":
-            assert row["state"] == "sent" and copies[row["message_id"]] == 1
-            assert "unknown" not in st
-        else:
-            assert copies[row["message_id"]] == 1
-            assert row["state"] in ("sent", "unknown")
-        for r in workspace.query("SELECT state, message_id FROM outbox"):
-            if r["state"] == "sent":
-                assert copies.get(r["message_id"]) == 1
 
 
 def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace, tmp_path, scale):
