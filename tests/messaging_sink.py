@@ -63,6 +63,8 @@ class Handler:
         self.random_reply = args.random_reply
         self.random_rate = args.random_rate
         self.rng = random.Random(1234)
+        self.refusals = 0
+        self.refusals_file = args.ledger + ".refusals"
         self.kill_at = args.kill_at
         self.kill_tx = args.kill_tx
         self.kill_ms = args.kill_ms
@@ -151,6 +153,11 @@ class Handler:
             await asyncio.sleep(0.5)
             server.transport.close()
             return "421 closing"
+        if self.random_reply and self.rng.random() < self.random_rate:
+            self.refusals += 1
+            with open(self.refusals_file, "w") as fh:
+                fh.write(str(self.refusals))
+            return self.random_reply
         f = self.fault(address, "rcpt")
         if f:
             if f.get("action") == "kill":

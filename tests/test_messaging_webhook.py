@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from messaging_helpers import env, no_quiet_hours, queue, states
+from messaging_helpers import env, no_quiet_hours, queue, sized, states
 
 
 class Receiver:
@@ -97,9 +97,10 @@ def _faults(n: int) -> dict[str, str]:
 
 @pytest.mark.parametrize("idempotent", [False, True])
 def test_webhook_faults_end_in_the_right_state_and_each_key_is_processed_once(
-    workspace, idempotent
+    workspace, idempotent, scale
 ):
-    n = 100
+    """AT-17: 100 messages; ``--nightly``: 500."""
+    n = sized(scale, 100, 500)
     faults = _faults(n)
     rec = Receiver(faults)
     try:
