@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Workspace, base_env
-from messaging_helpers import Sink, env, no_quiet_hours, queue
+from messaging_helpers import Sink, env, no_quiet_hours, queue, wait_for
 
 N = 30
 POSITIONS = [1, 2, 15, 30]
@@ -107,6 +107,7 @@ def test_a_kill_at_any_protocol_point_loses_nothing_and_never_sends_twice(
         p.wait(timeout=60)
         err = p.stderr.read().decode()
         assert p.returncode == -signal.SIGKILL, (p.returncode, err)
+        wait_for(sink.kills, timeout=10)  # the sink notes a kill just after sending it
         kills = sink.kills()
         assert [(k["point"], k["tx"]) for k in kills] == [(at, position)], kills
         at_kill = sink.copies()
