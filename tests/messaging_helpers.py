@@ -87,7 +87,8 @@ class Sink:
         p = Path(str(self.ledger_path) + ".kills")
         if not p.exists():
             return []
-        return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+        lines = p.read_text().splitlines(keepends=True)
+        return [json.loads(x) for x in lines if x.endswith("\n") and x.strip()]  # whole lines
 
     def refusals(self) -> int:
         """How many RCPTs the sink refused at random (``--random-reply``)."""
