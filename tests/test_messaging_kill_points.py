@@ -111,6 +111,7 @@ def test_a_kill_at_any_protocol_point_loses_nothing_and_never_sends_twice(
         kills = sink.kills()
         assert [(k["point"], k["tx"]) for k in kills] == [(at, position)], kills
         at_kill = sink.copies()
+        _database_is_healthy(ws)  # I4 right after the kill, before any re-run touches it
 
         codes = _converge(ws)
         rows = ws.query("SELECT id, recipient, state, message_id, attempts FROM outbox")
