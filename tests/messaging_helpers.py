@@ -16,6 +16,12 @@ NOW = "2024-04-20T02:00:00Z"  # 10:00 in Asia/Shanghai: outside the default quie
 KEYS = "messaging-test-signing-key"
 
 
+def sized(scale: int, small: int, full: int) -> int:
+    """A count for an acceptance test: ``small`` in the normal suite, ACCEPTANCE.md's ``full``
+    with ``--nightly`` (the ``scale`` fixture is 10 then)."""
+    return full if scale > 1 else small
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -75,6 +81,19 @@ class Sink:
         for e in self.ledger():
             counts[e["message_id"]] = counts.get(e["message_id"], 0) + 1
         return counts
+
+    def kills(self) -> list[dict[str, Any]]:
+        """The kills the sink carried out (``--kill-at``): point, transaction, Message-ID."""
+        p = Path(str(self.ledger_path) + ".kills")
+        if not p.exists():
+            return []
+        lines = p.read_text().splitlines(keepends=True)
+        return [json.loads(x) for x in lines if x.endswith("\n") and x.strip()]  # whole lines
+
+    def refusals(self) -> int:
+        """How many RCPTs the sink refused at random (``--random-reply``)."""
+        p = Path(str(self.ledger_path) + ".refusals")
+        return int(p.read_text()) if p.exists() else 0
 
     def mail_count(self) -> int:
         p = Path(str(self.ledger_path) + ".mailcount")
@@ -196,6 +215,16 @@ def seed_orders(ws, orders: list[dict[str, Any]], customers: list[dict[str, Any]
         conn.commit()
     finally:
         conn.close()
+
+
+def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str]]:
+    """Wait for processes started with pipes, reading their output meanwhile (a run's result
+    table can outgrow a pipe's buffer); ``(exit code, stderr)`` of each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(procs)) as pool:
+        outs = list(pool.map(lambda p: p.communicate(timeout=timeout), procs))
+    return [(p.returncode, err.decode()) for p, (_, err) in zip(procs, outs, strict=True)]
 
 
 def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:

@@ -14,12 +14,27 @@ and apply to the first attempt only unless ``"always": true``:
    "e@x.test": {"at": "data", "action": "kill"},            # read, record, SIGKILL csops
    "f@x.test": {"at": "rcpt", "action": "kill"},            # SIGKILL csops after RCPT
    "g@x.test": {"at": "after250", "action": "kill", "ms": 5}}
+
+Kill points keyed by position instead (AT-03): ``--kill-at POINT --kill-tx K [--kill-ms MS]``
+SIGKILLs csops once, in the K-th mail transaction the sink sees (counted by MAIL commands over
+all connections), at POINT:
+
+  connect  after the 220 greeting of a connection opened when K-1 transactions were seen
+  mail     after MAIL FROM arrived, before replying
+  rcpt     after RCPT TO arrived, before replying
+  354      right after writing the 354 reply to DATA, before reading the body
+  dot      after the final dot: the message is read and recorded, no reply yet
+  250      MS milliseconds after writing the 250 reply to the final dot (QUIT is answered only
+           after the kill, so csops is still alive when it lands)
+
+Every kill appends a JSON line (point, tx, time, message_id/rcpt when known) to LEDGER.kills.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -48,6 +63,40 @@ class Handler:
         self.random_reply = args.random_reply
         self.random_rate = args.random_rate
         self.rng = random.Random(1234)
+        self.refusals = 0
+        self.refusals_file = args.ledger + ".refusals"
+        self.kill_at = args.kill_at
+        self.kill_tx = args.kill_tx
+        self.kill_ms = args.kill_ms
+        self.kill_fired = False
+        self.kill_fired_tx = 0
+        self.kill_done = threading.Event()
+        self.kills_file = args.ledger + ".kills"
+
+    def kill_point(self, point: str, tx: int | None = None) -> bool:
+        """True (once) when ``point`` in transaction ``tx`` is the scripted kill point."""
+        if self.kill_fired or self.kill_at != point:
+            return False
+        if (self.mail_count if tx is None else tx) != self.kill_tx:
+            return False
+        self.kill_fired = True
+        self.kill_fired_tx = self.kill_tx
+        return True
+
+    def kill_logged(self, point: str, envelope=None, pid: int | None = None) -> None:
+        """SIGKILL csops and note where (the test checks the kill really landed there)."""
+        self.kill(pid)
+        entry = {"point": point, "tx": self.kill_fired_tx, "time": time.time()}
+        if envelope is not None:
+            entry["rcpt"] = list(envelope.rcpt_tos)
+            if envelope.original_content:
+                headers = BytesHeaderParser().parsebytes(envelope.original_content)
+                entry["message_id"] = headers.get("Message-ID")
+        with open(self.kills_file, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.kill_done.set()
 
     def fault(self, rcpt: str, at: str) -> dict | None:
         f = self.faults.get(rcpt)
@@ -57,12 +106,18 @@ class Handler:
             return None
         return f
 
-    def kill(self) -> None:
+    def target_pid(self) -> int | None:
         try:
-            pid = int(open(self.pidfile).read().strip())  # noqa: SIM115
-            os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+            with open(self.pidfile) as fh:
+                return int(fh.read().strip())
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def kill(self, pid: int | None = None) -> None:
+        pid = pid or self.target_pid()
+        if pid:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     def record(self, envelope) -> None:
         headers = BytesHeaderParser().parsebytes(envelope.original_content or b"")
@@ -80,6 +135,11 @@ class Handler:
         self.mail_count += 1
         with open(self.count_file, "w") as fh:
             fh.write(str(self.mail_count))
+        if self.kill_point("mail"):
+            self.kill_logged("mail")
+            await asyncio.sleep(0.5)
+            server.transport.close()
+            return "421 closing"
         if self.mail_reply:
             return self.mail_reply
         envelope.mail_from = address
@@ -87,6 +147,17 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         self.attempts[address] = self.attempts.get(address, 0) + 1
+        if self.kill_point("rcpt"):
+            envelope.rcpt_tos.append(address)
+            self.kill_logged("rcpt", envelope)
+            await asyncio.sleep(0.5)
+            server.transport.close()
+            return "421 closing"
+        if self.random_reply and self.rng.random() < self.random_rate:
+            self.refusals += 1
+            with open(self.refusals_file, "w") as fh:
+                fh.write(str(self.refusals))
+            return self.random_reply
         f = self.fault(address, "rcpt")
         if f:
             if f.get("action") == "kill":
@@ -108,6 +179,16 @@ class Handler:
             self.record(envelope)
             server.transport.close()
             return "250 never seen"
+        if self.kill_point("dot"):
+            self.record(envelope)
+            self.kill_logged("dot", envelope)
+            await asyncio.sleep(0.5)
+            server.transport.close()
+            return "250 never seen"
+        if self.kill_point("250"):
+            self.record(envelope)
+            server.kill_after_reply = (self.kill_ms / 1000, envelope)
+            return "250 Message accepted"
         f = self.fault(rcpt, "data")
         if f:
             if f.get("action") in ("close", "kill"):
@@ -123,6 +204,43 @@ class Handler:
         if f and f.get("action") == "kill":
             threading.Timer(f.get("ms", 5) / 1000, self.kill).start()
         return "250 Message accepted"
+
+    async def handle_QUIT(self, server, session, envelope):
+        if self.kill_fired and not self.kill_done.is_set():
+            # A kill is due shortly after a 250: keep csops waiting for this reply until it lands.
+            await asyncio.get_running_loop().run_in_executor(None, self.kill_done.wait, 5)
+        return "221 Bye"
+
+
+class KillingSMTP(SMTP):
+    """aiosmtpd's server with kill points where no handler hook exists: after a reply is written
+    (the 220 greeting, 354, the 250 that follows the final dot)."""
+
+    kill_after_reply: tuple[float, object] | None = None
+
+    def __init__(self, handler: Handler, *args, **kwargs) -> None:
+        super().__init__(handler, *args, **kwargs)
+        self.killer = handler
+
+    async def push(self, status) -> None:
+        text = status if isinstance(status, str) else status.decode("utf-8", "replace")
+        h = self.killer
+        if text.startswith("354") and h.kill_point("354"):
+            # The signal leaves right behind the reply (pid read first, no drain in between),
+            # so it usually lands before csops has sent the body; the sink then goes on as a
+            # normal server and records the message only if the body does arrive complete.
+            pid = h.target_pid()
+            self._writer.write(text.encode("utf-8") + b"\r\n")
+            h.kill_logged("354", self.envelope, pid=pid)
+            await self._writer.drain()
+            return
+        await super().push(status)
+        if text.startswith("220 ") and h.kill_point("connect", h.mail_count + 1):
+            h.kill_logged("connect")
+        elif text.startswith("250") and self.kill_after_reply is not None:
+            delay, envelope = self.kill_after_reply
+            self.kill_after_reply = None
+            threading.Timer(delay, h.kill_logged, args=("250", envelope)).start()
 
 
 def main() -> None:
@@ -140,6 +258,9 @@ def main() -> None:
     p.add_argument("--cert")
     p.add_argument("--key")
     p.add_argument("--auth")  # user:password
+    p.add_argument("--kill-at", choices=["connect", "mail", "rcpt", "354", "dot", "250"])
+    p.add_argument("--kill-tx", type=int, default=0)
+    p.add_argument("--kill-ms", type=float, default=5)
     args = p.parse_args()
     handler = Handler(args)
     loop = asyncio.new_event_loop()
@@ -162,7 +283,9 @@ def main() -> None:
         kwargs.update(auth_require_tls=False)
 
     def factory() -> SMTP:
-        return SMTP(handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True, **kwargs)
+        return KillingSMTP(
+            handler, hostname="sink.test", ident="sink", enable_SMTPUTF8=True, **kwargs
+        )
 
     server = loop.run_until_complete(
         loop.create_server(factory, "127.0.0.1", args.port, ssl=ctx if args.tls == "ssl" else None)

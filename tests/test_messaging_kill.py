@@ -1,4 +1,7 @@
-"""kill -9 and overlapping cron runs against the real sink (AT-01, AT-02, AT-03, AT-07, AT-09)."""
+"""kill -9 and overlapping cron runs against the real sink (AT-01, AT-02, AT-07, AT-09).
+
+AT-03 (every protocol point × positions) is in test_messaging_kill_points.py.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,17 @@ import signal
 import time
 from email import policy
 
-import pytest
-from messaging_helpers import Sink, env, no_quiet_hours, queue, smtp_channel, states, wait_for
+from messaging_helpers import (
+    Sink,
+    env,
+    finish,
+    no_quiet_hours,
+    queue,
+    sized,
+    smtp_channel,
+    states,
+    wait_for,
+)
 
 
 def _start(ws, sink, *args):
@@ -72,47 +84,14 @@ def test_the_handover_window_leaves_one_unknown_never_sent_twice(workspace, tmp_
         assert sink.copies()[mid] == 2
 
 
-@pytest.mark.parametrize(
-    ("point", "position"),
-    [("rcpt", 1), ("rcpt", 15), ("data", 2), ("data", 30), ("after250", 2), ("after250", 15)],
-)
-def test_a_kill_at_each_protocol_point_never_duplicates(workspace, tmp_path, point, position):
-    """AT-03 (subset): kill points × message positions; then re-run to convergence."""
-    n = 30
-    target = f"u{position - 1}@example.test"
-    faults = {target: {"at": point, "action": "kill", "ms": 5}}
-    with Sink(tmp_path, faults=faults) as sink:
-        smtp_channel(workspace, sink.port)
-        queue(workspace, n)
-        p = _start(workspace, sink)
-        p.wait(timeout=60)
-        _converge(workspace)
-        st = states(workspace)
-        copies = sink.copies()
-        assert st.get("sent", 0) + st.get("unknown", 0) == n, st
-        assert st.get("unknown", 0) <= 1
-        assert max(copies.values()) == 1
-        row = workspace.query(
-            "SELECT state, message_id FROM outbox WHERE recipient = ?", (target,)
-        )[0]
-        if point == "rcpt":
-            assert row["state"] == "sent" and copies[row["message_id"]] == 1
-            assert "unknown" not in st
-        else:
-            assert copies[row["message_id"]] == 1
-            assert row["state"] in ("sent", "unknown")
-        for r in workspace.query("SELECT state, message_id FROM outbox"):
-            if r["state"] == "sent":
-                assert copies.get(r["message_id"]) == 1
-
-
 def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace, tmp_path, scale):
-    """AT-01 (small): random SIGKILLs during an SMTP send, re-run after each."""
-    n, kills = 300 * scale, 4
+    """AT-01: random SIGKILLs during an SMTP send, re-run after each (300 messages and 4 kills;
+    ``--nightly``: 2,000 and 20, 5 ms per DATA)."""
+    n, kills = sized(scale, 300, 2000), sized(scale, 4, 20)
     seed = int(os.environ.get("KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
     print(f"kill seed {seed}")
-    with Sink(tmp_path, delay_ms=2) as sink:
+    with Sink(tmp_path, delay_ms=sized(scale, 2, 5)) as sink:
         smtp_channel(workspace, sink.port)
         queue(workspace, n)
         done_kills = 0
@@ -123,7 +102,7 @@ def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace
                 p.kill()
                 done_kills += 1
             p.wait()
-        _converge(workspace, runs=8)
+        _converge(workspace, runs=8 + kills)
         st = states(workspace)
         copies = sink.copies()
         assert st.get("sent", 0) + st.get("unknown", 0) == n, (seed, st)
@@ -142,17 +121,18 @@ def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace
 def test_the_outbox_folder_under_kill_9_has_each_message_once_and_never_unknown(
     workspace, tmp_path, scale
 ):
-    """AT-07 (small): the outbox-dir channel, random kills, re-runs."""
-    n = 600 * scale
+    """AT-07: the outbox-dir channel, random kills, re-runs (600 messages and 4 kills;
+    ``--nightly``: 2,000 and 20)."""
+    n, kills = sized(scale, 600, 2000), sized(scale, 4, 20)
     no_quiet_hours(workspace)
     queue(workspace, n, channel="outbox")
     rng = random.Random(7)
-    for _ in range(4):
+    for _ in range(kills):
         p = workspace.popen("followups", "send", env=env())
         time.sleep(rng.uniform(0.3, 0.9))
         p.kill()
         p.wait()
-    _converge(workspace)
+    _converge(workspace, runs=5 + kills)
     assert states(workspace) == {"sent": n}
     folder = workspace.root / "outbox"
     files = sorted(folder.glob("*.eml"))
@@ -167,14 +147,15 @@ def test_the_outbox_folder_under_kill_9_has_each_message_once_and_never_unknown(
     assert not list((folder / "tmp").iterdir())
 
 
-def test_four_overlapping_cron_runs_send_each_message_once(workspace, tmp_path):
-    """AT-09 (small): one run sends, three exit 75 with one line and no traceback."""
-    n = 150
+def test_four_overlapping_cron_runs_send_each_message_once(workspace, tmp_path, scale):
+    """AT-09: one run sends, three exit 75 with one line and no traceback (150 messages;
+    ``--nightly``: 4,000)."""
+    n = sized(scale, 150, 4000)
     with Sink(tmp_path, delay_ms=5) as sink:
         smtp_channel(workspace, sink.port)
         queue(workspace, n)
         procs = [workspace.popen("followups", "send", env=env()) for _ in range(4)]
-        outs = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
+        outs = finish(procs, timeout=120 * scale)
         codes = sorted(c for c, _ in outs)
         assert codes == [0, 75, 75, 75], outs
         for code, err in outs:
@@ -185,21 +166,25 @@ def test_four_overlapping_cron_runs_send_each_message_once(workspace, tmp_path):
         assert sorted(r["exit_code"] for r in runs) == [0, 75, 75, 75]
 
 
-def test_overlapping_runs_with_wait_all_finish_and_still_send_once(workspace, tmp_path):
-    n = 100
-    with Sink(tmp_path, delay_ms=2) as sink:
+def test_overlapping_runs_with_wait_all_finish_and_still_send_once(workspace, tmp_path, scale):
+    """AT-09 with ``--wait 120``: all four exit 0 (100 messages; ``--nightly``: 4,000)."""
+    n = sized(scale, 100, 4000)
+    with Sink(tmp_path, delay_ms=sized(scale, 2, 5)) as sink:
         smtp_channel(workspace, sink.port)
         queue(workspace, n)
-        procs = [workspace.popen("followups", "send", "--wait", "60", env=env()) for _ in range(3)]
-        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+        procs = [workspace.popen("followups", "send", "--wait", "120", env=env()) for _ in range(4)]
+        outs = finish(procs, timeout=240)
+        assert [c for c, _ in outs] == [0, 0, 0, 0], outs
         assert len(sink.ledger()) == n and set(sink.copies().values()) == {1}
 
 
-def test_a_dead_lock_holder_does_not_block_the_next_run(workspace, tmp_path):
-    """AT-12: SIGKILL the lock holder; the next run gets the lock at once and finishes."""
+def test_a_dead_lock_holder_does_not_block_the_next_run(workspace, tmp_path, scale):
+    """AT-12: SIGKILL the lock holder; the next run gets the lock at once and finishes (100
+    messages; ``--nightly``: 500)."""
+    n = sized(scale, 100, 500)
     with Sink(tmp_path, delay_ms=5) as sink:
         smtp_channel(workspace, sink.port)
-        queue(workspace, 100)
+        queue(workspace, n)
         p = _start(workspace, sink)
         assert wait_for(lambda: len(sink.ledger()) > 5)
         p.kill()
@@ -207,18 +192,21 @@ def test_a_dead_lock_holder_does_not_block_the_next_run(workspace, tmp_path):
         r = workspace.run("followups", "send", env=env())
         assert r.code in (0, 3), r.stderr
         st = states(workspace)
-        assert st.get("sent", 0) + st.get("unknown", 0) == 100
+        assert st.get("sent", 0) + st.get("unknown", 0) == n
         assert max(sink.copies().values()) == 1
 
 
-def test_two_senders_with_different_lock_files_on_one_database_never_duplicate(workspace, tmp_path):
-    """AT-10 (small): the file lock bypassed; the claim protocol alone must hold."""
+def test_two_senders_with_different_lock_files_on_one_database_never_duplicate(
+    workspace, tmp_path, scale
+):
+    """AT-10: the file lock bypassed; the claim protocol alone must hold (200 messages once;
+    ``--nightly``: 4,000 messages, three times)."""
     import subprocess
     import sys
 
+    n, rounds = sized(scale, 200, 4000), sized(scale, 1, 3)
     with Sink(tmp_path, delay_ms=2) as sink:
         smtp_channel(workspace, sink.port)
-        queue(workspace, 200)
         second = workspace.root / "config2"
         second.mkdir()
         text = workspace.config.read_text().replace(
@@ -230,16 +218,18 @@ def test_two_senders_with_different_lock_files_on_one_database_never_duplicate(w
             [sys.executable, "-m", "csops", "--config", str(second / "csops.toml"),
              "followups", "send"],
         ]  # fmt: skip
-        procs = [
-            subprocess.Popen(c, env={**workspace.env, **env()}, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, cwd=workspace.root)
-            for c in cmds
-        ]  # fmt: skip
-        outs = [(p.wait(timeout=120), p.stderr.read().decode()) for p in procs]
-        assert [c for c, _ in outs] == [0, 0], outs
-        assert all("locked" not in e and "Traceback" not in e for _, e in outs)
-        assert states(workspace) == {"sent": 200}
-        assert len(sink.ledger()) == 200 and set(sink.copies().values()) == {1}
+        for k in range(rounds):
+            queue(workspace, n, prefix=f"r{k}-")
+            procs = [
+                subprocess.Popen(c, env={**workspace.env, **env()}, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, cwd=workspace.root)
+                for c in cmds
+            ]  # fmt: skip
+            outs = finish(procs, timeout=120 * scale)
+            assert [c for c, _ in outs] == [0, 0], outs
+            assert all("locked" not in e and "Traceback" not in e for _, e in outs)
+            assert states(workspace) == {"sent": n * (k + 1)}
+            assert len(sink.ledger()) == n * (k + 1) and set(sink.copies().values()) == {1}
         assert (workspace.root / "locks-elsewhere").is_dir()
 
 

@@ -16,6 +16,7 @@ from tempfile import mkdtemp
 from typing import ClassVar
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -202,10 +203,24 @@ class OutboxMachine(RuleBasedStateMachine):
                 assert copies == 0 or m.get("was_sent")
 
 
+def _examples(scale: int) -> int:
+    """CSOPS_SM_EXAMPLES if set; else 60, or ACCEPTANCE.md's 20,000 with ``--nightly``."""
+    return int(os.environ.get("CSOPS_SM_EXAMPLES") or (20_000 if scale > 1 else 60))
+
+
 TestOutboxStateMachine = OutboxMachine.TestCase
 TestOutboxStateMachine.settings = settings(
-    max_examples=int(os.environ.get("CSOPS_SM_EXAMPLES", "60")),
+    max_examples=_examples(1),
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@pytest.fixture(autouse=True)
+def _nightly_examples(scale: int):
+    """The TestCase cannot take fixtures; set its example count from ``--nightly`` instead."""
+    before = TestOutboxStateMachine.settings
+    TestOutboxStateMachine.settings = settings(before, max_examples=_examples(scale))
+    yield
+    TestOutboxStateMachine.settings = before

@@ -7,7 +7,7 @@ from email import policy
 from pathlib import Path
 
 import pytest
-from messaging_helpers import env, no_quiet_hours, seed_orders, states
+from messaging_helpers import env, no_quiet_hours, seed_orders, sized, states
 
 from csops.config import load_config
 from csops.messaging.render import (
@@ -85,8 +85,9 @@ HOSTILE_NAMES = [
 ]
 
 
-def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspace):
-    """AT-24 (small): hostile names inside good templates, delivered to the outbox folder."""
+def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspace, scale):
+    """AT-24: hostile names inside good templates, delivered to the outbox folder (the hostile
+    customers alone; ``--nightly``: among ordinary ones, 1,000 messages in all)."""
     no_quiet_hours(workspace)
     _write(
         workspace,
@@ -107,6 +108,12 @@ def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspac
     customers.append({"id": 99, "email": "x@example.test\r\nBcc: v@example.net", "name": "X"})
     orders.append({"id": 99, "customer_id": 99, "email": "x@example.test\r\nBcc: v@example.net",
                    "status": "shipped", "shipped_at": "2024-04-20T01:00:00Z"})  # fmt: skip
+    ordinary = sized(scale, 0, 1000 - len(orders))
+    for i in range(1000, 1000 + ordinary):
+        customers.append({"id": i, "email": f"c{i}@example.test", "name": f"Ann {i}",
+                          "locale": "en"})  # fmt: skip
+        orders.append({"id": i, "customer_id": i, "email": f"c{i}@example.test",
+                       "status": "shipped", "shipped_at": "2024-04-20T01:00:00Z"})  # fmt: skip
     seed_orders(workspace, orders, customers)
     p = workspace.run("followups", "send", "--rule", "hello", env=env())
     assert p.code == 3, p.stderr  # the one header-injection failure
@@ -114,7 +121,7 @@ def test_hostile_customer_data_renders_inert_and_never_reaches_a_header(workspac
     by_customer = {r["customer_id"]: r for r in rows}
     assert by_customer[99]["state"] == "failed"
     assert by_customer[99]["last_error"].startswith("header_injection")
-    assert states(workspace) == {"sent": len(HOSTILE_NAMES), "failed": 1}
+    assert states(workspace) == {"sent": len(HOSTILE_NAMES) + ordinary, "failed": 1}
     allowed = {"from", "to", "subject", "date", "message-id", "mime-version", "x-csops-rule",
                "content-type", "content-transfer-encoding"}  # fmt: skip
     for f in (workspace.root / "outbox").glob("*.eml"):

@@ -10,7 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from messaging_helpers import env, no_quiet_hours, queue, states
+from messaging_helpers import env, no_quiet_hours, queue, sized, states
 
 
 class Receiver:
@@ -97,9 +97,10 @@ def _faults(n: int) -> dict[str, str]:
 
 @pytest.mark.parametrize("idempotent", [False, True])
 def test_webhook_faults_end_in_the_right_state_and_each_key_is_processed_once(
-    workspace, idempotent
+    workspace, idempotent, scale
 ):
-    n = 100
+    """AT-17: 100 messages; ``--nightly``: 500."""
+    n = sized(scale, 100, 500)
     faults = _faults(n)
     rec = Receiver(faults)
     try:
@@ -181,3 +182,55 @@ def test_a_missing_webhook_secret_is_a_config_error_naming_the_variable(workspac
     queue(workspace, 1, channel="hook")
     p = workspace.run("followups", "send", env=env())
     assert p.code == 2 and "CSOPS_HOOK_AUTH" in p.stderr and "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_webhook_token_stops_the_run_and_leaves_the_queue_queued(
+    workspace, httpserver, status
+):
+    """A revoked token answers every request 401/403: the run stops at the first one (exit 1,
+    naming the channel and the variable, never the token) instead of failing the whole queue;
+    with the token fixed, the next run sends every message once."""
+    from werkzeug import Response
+
+    token = "Bearer revoked-token-canary-7781"
+    seen: list[tuple[str, str]] = []
+    revoked = {"after": 2}  # the token stops working after two messages
+
+    def handler(request):
+        seen.append((request.headers.get("Idempotency-Key"), request.headers.get("Authorization")))
+        if len(seen) > revoked["after"]:
+            # The body echoes the header it got, as some gateways do.
+            return Response(f"bad auth {request.headers.get('Authorization')}", status=status)
+        return Response('{"ok": true}', status=200, content_type="application/json")
+
+    httpserver.expect_request("/send", method="POST").respond_with_handler(handler)
+    workspace.set_config(
+        f'[channels.hook]\ntype = "webhook"\nurl = "{httpserver.url_for("/send")}"\n'
+        'auth_header_env = "CSOPS_HOOK_AUTH"\n'
+    )
+    no_quiet_hours(workspace)
+    queue(workspace, 6, channel="hook")
+
+    p = workspace.run("followups", "send", env=env(CSOPS_HOOK_AUTH=token))
+    assert p.code == 1, (p.code, p.stderr)
+    assert "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "hook" in p.stderr and "CSOPS_HOOK_AUTH" in p.stderr and str(status) in p.stderr
+    assert "revoked-token-canary" not in p.stdout + p.stderr
+    assert len(seen) == 3  # two sent, one refused, then the run stopped: the rest untouched
+    rows = workspace.query("SELECT id, state, attempts, handed_over_at, last_error FROM outbox")
+    assert states(workspace) == {"sent": 2, "queued": 4}
+    refused = [r for r in rows if r["state"] == "queued" and r["attempts"]]
+    assert len(refused) == 1 and refused[0]["handed_over_at"] is None, rows
+    assert sum(1 for r in rows if r["state"] == "queued" and not r["attempts"]) == 3
+    stored = str(rows) + str(workspace.query("SELECT * FROM runs"))
+    assert "revoked-token-canary" not in stored
+    run = workspace.query("SELECT exit_code FROM runs ORDER BY id DESC LIMIT 1")[0]
+    assert run["exit_code"] == 1
+
+    revoked["after"] = 10**6  # a new token is in place
+    p = workspace.run("followups", "send", env=env(CSOPS_HOOK_AUTH="Bearer fixed"))
+    assert p.code == 0, p.stderr
+    assert states(workspace) == {"sent": 6}
+    accepted = [key for key, _ in seen[:2]] + [key for key, _ in seen[3:]]
+    assert len(accepted) == 6 and len(set(accepted)) == 6  # each message accepted once

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from csops import db as dbmod
-from csops.errors import NotFoundError, UsageError
+from csops.errors import NotFoundError, RemoteAuthError, UsageError
 from csops.timeutil import iso, parse_duration, parse_instant
 
 STATES = ("queued", "sending", "sent", "failed", "unknown", "suppressed")
@@ -641,17 +641,22 @@ def deliver(
                     outcome = cur.channel.send(cur.msg, mark, idle=idle)
                 else:
                     outcome = cur.channel.send(cur.msg, mark)
-            except Exception:  # a channel bug or a stop (bad credentials): settle, re-raise
+            except Exception as exc:  # a channel bug or a stop (bad credentials): settle, re-raise
+                # A refusal of our credentials (webhook 401/403) is the receiver's answer: it
+                # took nothing, even after the hand-over mark, so the message stays queued.
+                doubt = bool(marked) and not isinstance(exc, RemoteAuthError)
                 with dbmod.write(conn):
                     flush()
                     release(ahead[0] if ahead else None)
                     conn.execute(
-                        "UPDATE outbox SET state=?, last_error=?, updated_at=? "
+                        "UPDATE outbox SET state=?, last_error=?, updated_at=?, "
+                        "handed_over_at=CASE WHEN ? THEN handed_over_at END "
                         "WHERE id=? AND state='sending'",
                         (
-                            "unknown" if marked else "queued",
-                            "channel error during hand-over" if marked else None,
+                            "unknown" if doubt else "queued",
+                            "channel error during hand-over" if doubt else None,
                             iso(clock()),
+                            doubt,
                             cur.row["id"],
                         ),
                     )

@@ -4,6 +4,10 @@ Every request carries ``Idempotency-Key: <message_id>`` (the same on every attem
 and a read timeout, and no automatic retries: retries belong to the outbox (backoff, breaker).
 A reply lost after the request went out (read timeout, reset) is ``unknown`` unless the channel
 is declared ``idempotent = true``, in which case the receiver dedupes and we may retry.
+
+401 and 403 are not a verdict on one message but on our credentials (a revoked or wrong token):
+failing each queued message in turn would burn the whole queue, so they stop the run with
+:class:`RemoteAuthError` (exit 1), as an SMTP login refusal does, and the messages stay queued.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 
 from csops import timeutil
+from csops.errors import RemoteAuthError
 from csops.messaging.channels.base import BaseChannel, Outcome, OutMessage
 
 TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -115,6 +120,8 @@ class WebhookChannel(BaseChannel):
             return Outcome("unknown", "lost_after_handover", type(exc).__name__)
         except requests.RequestException as exc:
             return Outcome("transient", "request", type(exc).__name__)
+        if resp.status_code in (401, 403):
+            raise self._auth_refused(resp.status_code)
         text = resp.text[:200].replace("\n", " ")
         if 200 <= resp.status_code < 300:
             return Outcome("sent", str(resp.status_code), text)
@@ -126,6 +133,24 @@ class WebhookChannel(BaseChannel):
                 retry_after(resp.headers.get("Retry-After")),
             )
         return Outcome("permanent", str(resp.status_code), text or resp.reason or "")
+
+    def _auth_refused(self, status: int) -> RemoteAuthError:
+        """The stop for a 401/403: names the channel and the variable, never its value (nor
+        the reply's body, which may echo the header we sent)."""
+        from urllib.parse import urlsplit
+
+        env = self.settings.auth_header_env
+        where = urlsplit(self.settings.url).netloc or self.settings.url
+        if env:
+            expected = f"a valid Authorization header value in ${env}"
+        else:
+            expected = "auth_header_env naming the variable that holds the Authorization header"
+        return RemoteAuthError(
+            f"webhook channel {self.name!r} ({where}) refused the credentials (HTTP {status}); "
+            "the run stopped, the messages stay queued",
+            field=f"channels.{self.name}.auth_header_env",
+            expected=expected,
+        )
 
 
 def _never_connected(exc: BaseException) -> bool:
