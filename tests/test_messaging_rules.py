@@ -173,3 +173,51 @@ def test_rule_option_limits_planning_and_an_unknown_rule_is_a_usage_error(worksp
     assert p.code == 2 and "nope" in p.stderr
     p = workspace.run("followups", "send", "--rule", "shipping_notice", "--limit", "1", env=env())
     assert p.code == 0 and states(workspace) == {"sent": 1}
+
+
+def _shipped_orders(n: int) -> list[dict]:
+    orders = [
+        {"id": i, "customer_id": i, "email": f"c{i}@example.test", "status": "shipped",
+         "shipped_at": "2024-04-19T12:00:00Z"}
+        for i in range(1, n + 1)
+    ]  # fmt: skip
+    return orders
+
+
+def test_planning_in_delivery_waits_plans_and_sends_every_due_message_once(workspace, tmp_path):
+    """`followups send` plans in the pauses of SMTP delivery (batches of 200): 450 due orders
+    are planned and sent exactly once; --limit stops delivery, never planning."""
+    from messaging_helpers import Sink, smtp_channel
+
+    orders = _shipped_orders(450)
+    seed_orders(workspace, orders, [
+        {"id": o["id"], "email": o["email"], "name": f"C{o['id']}"} for o in orders
+    ])  # fmt: skip
+    with Sink(tmp_path) as sink:
+        smtp_channel(workspace, sink.port)
+        p = workspace.run("followups", "send", "--rule", "shipping_notice", "--limit", "10",
+                          env=env())  # fmt: skip
+        assert p.code == 0, p.stderr
+        assert "planned=450" in p.stderr
+        assert states(workspace) == {"sent": 10, "queued": 440}
+        p = workspace.run("followups", "send", env=env())
+        assert p.code == 0, p.stderr
+        assert states(workspace) == {"sent": 450}
+        copies = sink.copies()
+        assert len(copies) == 450 and set(copies.values()) == {1}
+
+
+def test_delivery_stopped_by_the_breaker_still_plans_everything_due(workspace):
+    from messaging_helpers import free_port, smtp_channel
+
+    orders = _shipped_orders(450)
+    seed_orders(workspace, orders, [
+        {"id": o["id"], "email": o["email"], "name": f"C{o['id']}"} for o in orders
+    ])  # fmt: skip
+    smtp_channel(workspace, free_port())  # nobody listens: connect errors, the breaker trips
+    p = workspace.run("followups", "send", "--rule", "shipping_notice", env=env())
+    assert p.code == 3, p.stderr
+    assert "circuit breaker" in p.stderr and "planned=450" in p.stderr
+    assert states(workspace) == {"queued": 450}
+    tried = workspace.query("SELECT COUNT(*) AS n FROM outbox WHERE attempts > 0")[0]["n"]
+    assert tried == 5  # the next claim made during the last attempt was given back

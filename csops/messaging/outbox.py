@@ -5,8 +5,9 @@ unique ``dedupe_key`` inside the caller's transaction (:func:`enqueue`); :func:`
 due rows one at a time (``BEGIN IMMEDIATE``; ``UPDATE … WHERE state='queued'``), re-checks
 suppression, expiry, quiet hours, the frequency cap and the channel's rate limit *at send
 time*, hands the message to its channel outside any transaction, then commits the outcome.
-A run killed in between leaves a ``sending`` row that the next run turns into ``unknown``
-(when the channel recorded ``handed_over_at``) or back into ``queued``.
+A run killed in between leaves a ``sending`` row that the next run settles from its journaled
+reply (``outbox_outcomes``), or turns into ``unknown`` (when the channel recorded
+``handed_over_at``) or back into ``queued``.
 """
 
 from __future__ import annotations
@@ -469,15 +470,14 @@ def deliver(
     the channel's waits and always to its end; a step yielding a true value has queued new
     messages, which this pass then delivers too.
 
-    Commits per message, in order: the *claim* (send-time checks + guarded UPDATE), then the
-    *hand-over mark*, which also records the previous message's outcome. A channel that waits
-    for a reply after the point of no return (SMTP's final dot) lets the claim of the next
-    message run during that wait (``overlaps_reply``): the database work leaves the critical
-    path without changing what a crash can leave behind — at most one message handed over
-    with no outcome recorded (the current one, or the previous one whose 250 was read but not
-    yet committed, never both: the current one is only marked in the transaction that records
-    the previous outcome), plus at most one claimed-but-never-handed-over row, which
-    :func:`recover` puts back in the queue.
+    Commits per message, in order: the *claim* (send-time checks + guarded UPDATE), the
+    *hand-over mark* before the body, the *reply* before the next exchange starts. A channel
+    that waits for replies (``overlaps_reply``: SMTP) calls ``idle`` while each reply is due;
+    the claim and preparation of the next message, then background work, run in those waits,
+    and the reply is journaled as one small ``outbox_outcomes`` row, applied by the next claim.
+    What a crash can leave: at most one message handed over with no reply recorded (the
+    current one; the previous one's reply is durable before the next MAIL), plus at most one
+    claimed-but-never-handed-over row, which :func:`recover` puts back in the queue.
     """
     config = ctx.config
     settings = config.section("messaging")
@@ -499,7 +499,6 @@ def deliver(
     batch: list[sqlite3.Row] = []
     known: _OptOuts | None = None
     claims = 0
-
     journaled: set[int] = set()  # pending outcomes also written to outbox_outcomes
 
     def flush() -> None:
