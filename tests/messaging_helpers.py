@@ -173,6 +173,18 @@ def queue(
     return ids
 
 
+def converge(ws, runs: int = 5) -> list[int]:
+    """Re-run ``followups send`` until nothing is queued or sending (at most ``runs`` times)."""
+    codes = []
+    for _ in range(runs):
+        r = ws.run("followups", "send", env=env())
+        assert "Traceback" not in r.stderr, r.stderr
+        codes.append(r.code)
+        if not ws.query("SELECT 1 FROM outbox WHERE state IN ('queued','sending')"):
+            break
+    return codes
+
+
 def states(ws) -> dict[str, int]:
     rows = ws.query("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state")
     return {r["state"]: r["n"] for r in rows}

@@ -15,6 +15,7 @@ from email import policy
 
 from messaging_helpers import (
     Sink,
+    converge,
     env,
     finish,
     no_quiet_hours,
@@ -30,17 +31,6 @@ def _start(ws, sink, *args):
     p = ws.popen("followups", "send", *args, env=env())
     sink.pidfile.write_text(str(p.pid))
     return p
-
-
-def _converge(ws, runs: int = 5) -> list[int]:
-    codes = []
-    for _ in range(runs):
-        r = ws.run("followups", "send", env=env())
-        assert "Traceback" not in r.stderr, r.stderr
-        codes.append(r.code)
-        if not ws.query("SELECT 1 FROM outbox WHERE state IN ('queued','sending')"):
-            break
-    return codes
 
 
 def test_the_handover_window_leaves_one_unknown_never_sent_twice(workspace, tmp_path):
@@ -102,7 +92,7 @@ def test_random_kills_during_a_send_lose_nothing_and_duplicate_nothing(workspace
                 p.kill()
                 done_kills += 1
             p.wait()
-        _converge(workspace, runs=8 + kills)
+        converge(workspace, runs=8 + kills)
         st = states(workspace)
         copies = sink.copies()
         assert st.get("sent", 0) + st.get("unknown", 0) == n, (seed, st)
@@ -132,7 +122,7 @@ def test_the_outbox_folder_under_kill_9_has_each_message_once_and_never_unknown(
         time.sleep(rng.uniform(0.3, 0.9))
         p.kill()
         p.wait()
-    _converge(workspace, runs=5 + kills)
+    converge(workspace, runs=5 + kills)
     assert states(workspace) == {"sent": n}
     folder = workspace.root / "outbox"
     files = sorted(folder.glob("*.eml"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Workspace, base_env
-from messaging_helpers import Sink, env, no_quiet_hours, queue, wait_for
+from messaging_helpers import Sink, converge, env, no_quiet_hours, queue, wait_for
 
 N = 30
 POSITIONS = [1, 2, 15, 30]
@@ -60,17 +60,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     queue(ws, N, channel="mail")
     assert not Path(str(ws.db_path) + "-wal").exists() or ws.db_path.stat().st_size
     return root
-
-
-def _converge(ws: Workspace, runs: int = 5) -> list[int]:
-    codes = []
-    for _ in range(runs):
-        r = ws.run("followups", "send", env=env())
-        assert "Traceback" not in r.stderr, r.stderr
-        codes.append(r.code)
-        if not ws.query("SELECT 1 FROM outbox WHERE state IN ('queued','sending')"):
-            break
-    return codes
 
 
 def _database_is_healthy(ws: Workspace) -> None:
@@ -113,7 +102,7 @@ def test_a_kill_at_any_protocol_point_loses_nothing_and_never_sends_twice(
         at_kill = sink.copies()
         _database_is_healthy(ws)  # I4 right after the kill, before any re-run touches it
 
-        codes = _converge(ws)
+        codes = converge(ws)
         rows = ws.query("SELECT id, recipient, state, message_id, attempts FROM outbox")
         copies = sink.copies()
 
