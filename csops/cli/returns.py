@@ -77,3 +77,80 @@ def returns_process(
         wait=wait,
         show_rows=show_rows,
     )
+
+
+@returns.command(name="review")
+@output_options
+def returns_review(fmt: str | None) -> None:
+    """List the return lines waiting for a person, with the policy's proposal.
+
+    \b
+    Example:
+      csops returns review
+      csops returns review --json | jq -r '.return_id'
+    """
+    from csops.result import Result
+    from csops.returns.batch import COLUMNS
+    from csops.returns.review import review_rows
+
+    def job(ctx):
+        rows = review_rows(ctx.conn)
+        res = Result("returns review", rows=rows, columns=list(COLUMNS))
+        res.count("review", len(rows))
+        return res
+
+    run_job("returns-read", job, fmt=fmt, lock=False)
+
+
+@returns.command(name="decide")
+@click.argument("return_id")
+@click.option("--approve", "decision", flag_value="approved", help="Approve as proposed.")
+@click.option("--reject", "decision", flag_value="rejected", help="Reject (needs --note).")
+@click.option("--note", help="Why: stored on the line and shown in the customer's notice.")
+@click.option(
+    "--send",
+    is_flag=True,
+    help="Also hand the customer's notice over now (else the next `followups send` does).",
+)
+@output_options
+@dry_run_option
+@wait_option
+def returns_decide(
+    return_id: str,
+    decision: str | None,
+    note: str | None,
+    send: bool,
+    fmt: str | None,
+    dry_run: bool,
+    wait: float | None,
+) -> None:
+    """Decide a line that `returns review` lists: --approve (the proposed refund) or --reject.
+
+    The customer's notice is queued (its own, after any "we are reviewing it" notice) and an
+    approved refund is written again into its batch's refund file.
+
+    \b
+    Examples:
+      csops returns decide R-1007 --approve --note "photos show transit damage"
+      csops returns decide R-1012 --reject --note "returned after use" --send
+    """
+    from csops.errors import UsageError
+    from csops.returns.review import decide
+
+    if not decision:
+        raise UsageError("decide needs --approve or --reject", expected="--approve | --reject")
+
+    def job(ctx):
+        res = decide(ctx, return_id, decision, note)
+        if send and not ctx.dry_run:
+            from csops.messaging.outbox import deliver
+
+            report = deliver(ctx, kinds={"return_notice"})
+            for key, value in report.counts.items():
+                res.count(f"notices_{key}", value)
+            res.messages.extend(report.messages)
+            if report.partial:
+                res.status = "partial"
+        return res
+
+    run_job("returns", job, fmt=fmt, dry_run=dry_run, wait=wait)

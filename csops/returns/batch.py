@@ -469,15 +469,20 @@ def notice_context(
     }
 
 
-def _notice(
+def plan_notice(
     conn: sqlite3.Connection,
     config: Any,
     policy: ReturnPolicy,
     record: dict[str, Any],
     order_row: sqlite3.Row | None,
     now: datetime,
+    *,
+    key: str | None = None,
 ) -> int | None:
-    """Plan the customer's notice in the current transaction; the outbox id or None."""
+    """Plan the customer's notice in the current transaction; the outbox id or None.
+
+    Planned once per ``key`` (the return id for the batch's decision; a person's later
+    decision on a line in review uses its own key)."""
     if order_row is None or record["decision"] not in policy.notify:
         return None
     from csops.messaging.outbox import NewMessage, enqueue, message_id_domain
@@ -496,7 +501,7 @@ def _notice(
     template = NOTICE_TEMPLATES[record["decision"]]
     rendered = render_message(config, template, locale, context)
     msg = NewMessage(
-        dedupe_key=f"return_notice:{record['return_ref']}",
+        dedupe_key=f"return_notice:{key or record['return_ref']}",
         kind="return_notice",
         channel=notice_channel(config, policy),
         recipient=recipient,
@@ -930,7 +935,7 @@ def _decide_one(
         state.pending.append({**record, "customer_key": order.customer_key if order else None})
         return row_from_db(record)
     line_id = _insert_line(conn, record)
-    outbox_id = _notice(conn, ctx.config, policy, record, order_row, now)
+    outbox_id = plan_notice(conn, ctx.config, policy, record, order_row, now)
     if outbox_id is not None:
         conn.execute("UPDATE return_lines SET outbox_id = ? WHERE id = ?", (outbox_id, line_id))
         result.count("notices_queued")

@@ -1,0 +1,126 @@
+"""Lines the policy sent to a person: list them, and record the person's decision.
+
+``returns process`` sends a line to ``review`` with a code and a proposed outcome (the refund
+the policy computed, exactly). A person then approves it as proposed or rejects it; the
+decision is stored on the line (codes ``approved_by_person`` / ``rejected_by_person``, the
+person's note), the customer's notice is queued in the same transaction (its own dedupe key,
+so the earlier "we are reviewing it" notice does not block it), and the batch's refund file
+is written again so the approved money shows up where the refunds are paid from.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from csops import db, timeutil
+from csops.errors import NotFoundError, UsageError
+from csops.result import Result
+from csops.returns.batch import COLUMNS, export_refunds, plan_notice, row_from_db
+
+DECISIONS = ("approved", "rejected")
+PERSON_CODES = {"approved": "approved_by_person", "rejected": "rejected_by_person"}
+
+
+def review_rows(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every line waiting for a person, oldest request first."""
+    return [
+        row_from_db(r)
+        for r in conn.execute(
+            "SELECT * FROM return_lines WHERE decision = 'review' "
+            "ORDER BY requested_at, batch_id, line_no, id"
+        )
+    ]
+
+
+def _line(conn: sqlite3.Connection, return_ref: str) -> sqlite3.Row:
+    row = conn.execute("SELECT * FROM return_lines WHERE return_ref = ?", (return_ref,)).fetchone()
+    if row is None:
+        raise NotFoundError(
+            f"no return line {return_ref!r}", expected="a return id listed by `returns review`"
+        )
+    if row["decision"] != "review":
+        raise UsageError(
+            f"return {return_ref} was already decided: {row['decision']} ({row['decision_code']})",
+            expected="a line waiting in review (`returns review`)",
+        )
+    return row
+
+
+def decide(ctx: Any, return_ref: str, decision: str, note: str | None) -> Result:
+    """Approve (the proposed refund) or reject one line in review; see the module docstring."""
+    if decision not in DECISIONS:
+        raise UsageError(f"unknown decision {decision!r}", expected="approved or rejected")
+    if decision == "rejected" and not (note or "").strip():
+        raise UsageError(
+            "a rejection needs --note: the customer is told why",
+            expected='--note "the photos show wear beyond normal use"',
+        )
+    conn: sqlite3.Connection = ctx.conn
+    config = ctx.config
+    policy = config.section("returns")
+    now = ctx.now
+    result = Result("returns decide", columns=list(COLUMNS))
+    proposal = _line(conn, return_ref)
+    record = dict(proposal)
+    record.update(
+        decision=decision,
+        decision_code=PERSON_CODES[decision],
+        decision_note=(note or "").strip()
+        or f"approved by a person after review ({proposal['decision_code']})",
+        decided_at=timeutil.iso(now),
+    )
+    if decision == "rejected":
+        for col in (
+            "refund_minor",
+            "fee_minor",
+            "shipping_refund_minor",
+            "item_minor",
+            "discount_minor",
+            "tax_minor",
+        ):
+            record[col] = 0
+    if ctx.dry_run:
+        result.rows = [row_from_db(record)]
+        result.count("would_approve" if decision == "approved" else "would_reject")
+        return result
+    order_row = None
+    if proposal["order_id"] is not None:
+        order_row = conn.execute(
+            "SELECT * FROM orders WHERE id = ?", (proposal["order_id"],)
+        ).fetchone()
+    with db.write(conn):
+        _line(conn, return_ref)  # still in review now that this run holds the write lock
+        conn.execute(
+            "UPDATE return_lines SET decision = ?, decision_code = ?, decision_note = ?, "
+            "decided_at = ?, refund_minor = ?, fee_minor = ?, shipping_refund_minor = ?, "
+            "item_minor = ?, discount_minor = ?, tax_minor = ? WHERE id = ?",
+            (
+                record["decision"],
+                record["decision_code"],
+                record["decision_note"],
+                record["decided_at"],
+                record["refund_minor"],
+                record["fee_minor"],
+                record["shipping_refund_minor"],
+                record["item_minor"],
+                record["discount_minor"],
+                record["tax_minor"],
+                proposal["id"],
+            ),
+        )
+        outbox_id = plan_notice(
+            conn, config, policy, record, order_row, now, key=f"{return_ref}:{decision}"
+        )
+        if outbox_id is not None:
+            conn.execute(
+                "UPDATE return_lines SET outbox_id = ? WHERE id = ?", (outbox_id, proposal["id"])
+            )
+            result.count("notices_queued")
+    result.count(decision)
+    if decision == "approved" and proposal["batch_id"] is not None:
+        for path in export_refunds(conn, config, proposal["batch_id"]):
+            result.messages.append(f"refund file written again: {path}")
+    stored = conn.execute("SELECT * FROM return_lines WHERE id = ?", (proposal["id"],)).fetchone()
+    result.rows = [row_from_db(stored)]
+    return result
