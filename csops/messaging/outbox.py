@@ -207,11 +207,17 @@ def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport)
         if row["j_kind"] is not None:  # the reply was heard and journaled: apply it
             heard = Outcome(row["j_kind"], row["j_code"] or "", row["j_text"] or "", row["j_retry"])
             with dbmod.write(conn):
-                _apply_outcome(
-                    conn, row, row["attempts"], heard, parse_instant(row["j_at"]), settings, report
-                )
-                conn.execute("DELETE FROM outbox_outcomes WHERE outbox_id = ?", (row["id"],))
-            report.count("recovered_journal")
+                # Applied and deleted in one transaction: a row still here is still owed
+                # (another run recovering at the same time may have taken it already).
+                if conn.execute(
+                    "DELETE FROM outbox_outcomes WHERE outbox_id = ? RETURNING outbox_id",
+                    (row["id"],),
+                ).fetchone():
+                    _apply_outcome(
+                        conn, row, row["attempts"], heard, parse_instant(row["j_at"]), settings,
+                        report,
+                    )  # fmt: skip
+                    report.count("recovered_journal")
             continue
         handed = row["handed_over_at"] is not None
         verdict = None
