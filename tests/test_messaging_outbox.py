@@ -56,6 +56,33 @@ def test_the_frequency_cap_lets_one_message_through_and_defers_the_rest(workspac
     assert len(list((workspace.root / "outbox").glob("*.eml"))) == 2
 
 
+def test_rules_exempt_from_the_cap_are_never_held_by_it_nor_counted_in_it(workspace):
+    no_quiet_hours(workspace)
+    workspace.replace_config(
+        'cap_exempt_kinds = ["return_notice", "alert"]',
+        'cap_exempt_kinds = ["return_notice", "alert"]\ncap_exempt_rules = ["shipping_notice"]',
+    )
+    seed_orders(workspace, [], [{"id": 7, "email": "a@example.test", "name": "A"},
+                                {"id": 8, "email": "b@example.test", "name": "B"}])  # fmt: skip
+    for rule in ("review_request", "shipping_notice", "birthday"):  # customer 7, in this order
+        queue(workspace, 1, channel="outbox", prefix=f"a-{rule}", rule=rule, customer_id=7)
+    for rule in ("shipping_notice", "review_request"):  # customer 8: the exempt one first
+        queue(workspace, 1, channel="outbox", prefix=f"b-{rule}", rule=rule, customer_id=8)
+    p = workspace.run("followups", "send", env=env())
+    assert p.code == 0, p.stderr
+    got = {
+        (r["customer_id"], r["rule"]): r["state"]
+        for r in workspace.query("SELECT customer_id, rule, state FROM outbox")
+    }
+    assert got == {
+        (7, "review_request"): "sent",
+        (7, "shipping_notice"): "sent",  # never held: the review request used the cap
+        (7, "birthday"): "queued",  # held by the review request
+        (8, "shipping_notice"): "sent",
+        (8, "review_request"): "sent",  # the shipping notice did not count
+    }
+
+
 def test_quiet_hours_hold_customer_mail_until_morning_but_not_staff_alerts(workspace):
     """AT-16: quiet hours 21:00-09:00 Asia/Shanghai; 22:30 local is 14:30 UTC."""
     queue(workspace, 3, channel="outbox")

@@ -373,19 +373,24 @@ def _marks(values: list[Any]) -> str:
 
 def _cap_until(conn: sqlite3.Connection, row: sqlite3.Row, settings: Any, now: datetime):
     """When the customer's frequency cap opens again, or None if not capped now."""
-    if row["customer_id"] is None or row["kind"] in settings.cap_exempt_kinds:
+    if (
+        row["customer_id"] is None
+        or row["kind"] in settings.cap_exempt_kinds
+        or (row["rule"] is not None and row["rule"] in settings.cap_exempt_rules)
+    ):
         return None
     period = parse_duration(settings.cap_period)
     if period.total_seconds() <= 0:
         return None
     since = iso(now - period)
     exempt = list(settings.cap_exempt_kinds) or [""]
-    marks = ",".join("?" * len(exempt))
+    rules = list(settings.cap_exempt_rules) or [""]
     recent = conn.execute(
         "SELECT COALESCE(sent_at, claimed_at) AS at FROM outbox WHERE customer_id = ? "
         "AND state IN ('sent','sending','unknown') AND id != ? "
-        f"AND kind NOT IN ({marks}) AND COALESCE(sent_at, claimed_at) > ? ORDER BY at",
-        (row["customer_id"], row["id"], *exempt, since),
+        f"AND kind NOT IN ({_marks(exempt)}) AND COALESCE(rule, '') NOT IN ({_marks(rules)}) "
+        "AND COALESCE(sent_at, claimed_at) > ? ORDER BY at",
+        (row["customer_id"], row["id"], *exempt, *rules, since),
     ).fetchall()
     if len(recent) < settings.cap_messages:
         return None

@@ -104,6 +104,9 @@ class MessagingSettings:
     cap_period: str = "2d"  # "0d" disables the cap
     cap_action: Literal["defer", "suppress"] = "defer"
     cap_exempt_kinds: list[str] = field(default_factory=lambda: ["return_notice", "alert"])
+    # Follow-up rules left out of the cap both ways (never held by it, never counted in it),
+    # e.g. ["shipping_notice"]: a transactional notice that must not wait behind a review request.
+    cap_exempt_rules: list[str] = field(default_factory=list)
     # Quiet hours in the shop timezone ("21:00-09:00"); empty disables. Staff alerts ignore them.
     quiet_hours: str = "21:00-09:00"
     quiet_exempt_kinds: list[str] = field(default_factory=lambda: ["alert"])
