@@ -119,3 +119,25 @@ def test_send_hands_the_notice_over_at_once(reviewed):
     )[0]["state"]
     assert state == "sent"
     assert len(list((reviewed.root / "outbox").rglob("*.eml"))) >= 1
+
+
+def test_a_person_may_approve_a_smaller_amount_kept_back_as_a_fee(reviewed):
+    gross = line(reviewed, "R1")["refund_minor"]  # 2000: no fee in the proposal
+    for bad, why in (
+        ("25.00", "from 0 to 20.00"),
+        ("1.234", "more decimals than USD allows"),
+        ("-1", "from 0 to 20.00"),
+    ):
+        r = reviewed.run("returns", "decide", "R1", "--approve", "--refund", bad)
+        assert r.code == 2 and why in r.stderr and "Traceback" not in r.stderr, (bad, r.stderr)
+    r = reviewed.run("returns", "decide", "R2", "--reject", "--refund", "1", "--note", "x")
+    assert r.code == 2 and "--refund goes with --approve" in r.stderr
+    assert line(reviewed, "R1")["decision"] == "review"
+    r = reviewed.run("returns", "decide", "R1", "--approve", "--refund", "12.50", "--note", "used")
+    assert r.code == 0, r.stderr
+    after = line(reviewed, "R1")
+    assert (after["refund_minor"], after["fee_minor"]) == (1250, gross - 1250)
+    parts = after["item_minor"] - after["discount_minor"] + after["tax_minor"]
+    assert parts + after["shipping_refund_minor"] - after["fee_minor"] == 1250  # adds up exactly
+    exported = parse_csv(next((reviewed.root / "exports").glob("refunds-*.csv")).read_text())
+    assert {r["return_id"]: r["refund_minor"] for r in exported}["R1"] == "1250"

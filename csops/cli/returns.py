@@ -108,6 +108,12 @@ def returns_review(fmt: str | None) -> None:
 @click.option("--reject", "decision", flag_value="rejected", help="Reject (needs --note).")
 @click.option("--note", help="Why: stored on the line and shown in the customer's notice.")
 @click.option(
+    "--refund",
+    metavar="AMOUNT",
+    help="With --approve: refund this amount instead (up to the line's value; the rest is kept "
+    "back as a fee).",
+)
+@click.option(
     "--send",
     is_flag=True,
     help="Also hand the customer's notice over now (else the next `followups send` does).",
@@ -119,12 +125,13 @@ def returns_decide(
     return_id: str,
     decision: str | None,
     note: str | None,
+    refund: str | None,
     send: bool,
     fmt: str | None,
     dry_run: bool,
     wait: float | None,
 ) -> None:
-    """Decide a line that `returns review` lists: --approve (the proposed refund) or --reject.
+    """Decide a line that `returns review` lists: --approve (as proposed) or --reject.
 
     The customer's notice is queued (its own, after any "we are reviewing it" notice) and an
     approved refund is written again into its batch's refund file.
@@ -132,6 +139,7 @@ def returns_decide(
     \b
     Examples:
       csops returns decide R-1007 --approve --note "photos show transit damage"
+      csops returns decide R-1009 --approve --refund 12.50 --note "partial: item was used"
       csops returns decide R-1012 --reject --note "returned after use" --send
     """
     from csops.errors import UsageError
@@ -141,7 +149,7 @@ def returns_decide(
         raise UsageError("decide needs --approve or --reject", expected="--approve | --reject")
 
     def job(ctx):
-        res = decide(ctx, return_id, decision, note)
+        res = decide(ctx, return_id, decision, note, refund)
         if send and not ctx.dry_run:
             from csops.messaging.outbox import deliver
 

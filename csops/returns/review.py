@@ -1,7 +1,8 @@
 """Lines the policy sent to a person: list them, and record the person's decision.
 
 ``returns process`` sends a line to ``review`` with a code and a proposed outcome (the refund
-the policy computed, exactly). A person then approves it as proposed or rejects it; the
+the policy computed, exactly). A person then approves it (as proposed, or with an amount of
+their own up to the line's value: the difference is recorded as the line's fee) or rejects it; the
 decision is stored on the line (codes ``approved_by_person`` / ``rejected_by_person``, the
 person's note), the customer's notice is queued in the same transaction (its own dedupe key,
 so the earlier "we are reviewing it" notice does not block it), and the batch's refund file
@@ -15,8 +16,9 @@ from typing import Any
 
 from csops import db, timeutil
 from csops.errors import NotFoundError, UsageError
+from csops.model import to_minor
 from csops.result import Result
-from csops.returns.batch import COLUMNS, export_refunds, plan_notice, row_from_db
+from csops.returns.batch import COLUMNS, _amount, export_refunds, plan_notice, row_from_db
 
 DECISIONS = ("approved", "rejected")
 PERSON_CODES = {"approved": "approved_by_person", "rejected": "rejected_by_person"}
@@ -47,10 +49,36 @@ def _line(conn: sqlite3.Connection, return_ref: str) -> sqlite3.Row:
     return row
 
 
-def decide(ctx: Any, return_ref: str, decision: str, note: str | None) -> Result:
-    """Approve (the proposed refund) or reject one line in review; see the module docstring."""
+def _person_refund(proposal: sqlite3.Row, amount: str) -> tuple[int, int]:
+    """(refund, fee) in minor units for a person's amount: at most the line's gross value;
+    what is kept back is recorded as the line's fee, so the parts still add up exactly."""
+    currency = proposal["currency"]
+    if not currency:
+        raise UsageError("this line has no currency (no known order): no amount can be set")
+    gross = (
+        proposal["item_minor"]
+        - proposal["discount_minor"]
+        + proposal["tax_minor"]
+        + proposal["shipping_refund_minor"]
+    )
+    expected = f"an amount in {currency} from 0 to {_amount(gross, currency)} (the line's value)"
+    try:
+        refund = to_minor(amount, currency)
+    except ValueError as exc:
+        raise UsageError(f"--refund {amount!r}: {exc}", expected=expected) from None
+    if not 0 <= refund <= gross:
+        raise UsageError(f"--refund {amount} is outside what the line is worth", expected=expected)
+    return refund, gross - refund
+
+
+def decide(
+    ctx: Any, return_ref: str, decision: str, note: str | None, refund: str | None = None
+) -> Result:
+    """Approve (the proposed refund, or ``refund``) or reject one line in review."""
     if decision not in DECISIONS:
         raise UsageError(f"unknown decision {decision!r}", expected="approved or rejected")
+    if refund is not None and decision != "approved":
+        raise UsageError("--refund goes with --approve", expected="--approve --refund AMOUNT")
     if decision == "rejected" and not (note or "").strip():
         raise UsageError(
             "a rejection needs --note: the customer is told why",
@@ -70,6 +98,8 @@ def decide(ctx: Any, return_ref: str, decision: str, note: str | None) -> Result
         or f"approved by a person after review ({proposal['decision_code']})",
         decided_at=timeutil.iso(now),
     )
+    if refund is not None:
+        record["refund_minor"], record["fee_minor"] = _person_refund(proposal, refund)
     if decision == "rejected":
         for col in (
             "refund_minor",
