@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
 
+from csops import db as dbmod
 from csops import registry
 from csops.csvio import SafeCsvWriter
 from csops.errors import InputError, UsageError
@@ -99,6 +100,50 @@ def _open_input(path: str) -> tuple[IO[bytes], str, int | None]:
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=path) from None
     return fh, path, p.stat().st_size
+
+
+class BulkLoad:
+    """Sets the secondary indexes of orders and items aside when a file is a bulk load.
+
+    Checked after each committed batch: once the orders this file is projected to insert
+    (inserted so far, scaled by the share of the file read) reach ``min_orders`` and a third of
+    the orders stored before the run, the non-unique indexes are dropped (recorded in
+    ``deferred_indexes``) and :meth:`finish` rebuilds them by sorting, far cheaper than updating
+    them row by row. Unique indexes (the upsert's keys) stay. A run killed meanwhile is healed
+    by the next connection once the process is gone (:func:`csops.db.restore_deferred_indexes`).
+    """
+
+    TABLES = ("orders", "order_items")
+
+    def __init__(
+        self, ctx: Any, store: OrderStore, counted: CountingReader, size: int | None, minimum: int
+    ) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.counted = counted
+        self.size = size
+        self.minimum = minimum
+        self.deferred: list[str] = []
+        self.stored_before = ctx.conn.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[
+            0
+        ]
+
+    def after_flush(self) -> None:
+        if self.deferred or not self.minimum:
+            return
+        inserted = self.store.counts["inserted"]
+        read = self.counted.count
+        projected = inserted * self.size / read if self.size and read else inserted
+        if projected >= self.minimum and projected * 3 >= self.stored_before:
+            self.deferred = dbmod.defer_indexes(
+                self.ctx.conn, self.TABLES, self.ctx.run_id, iso(self.ctx.now)
+            )
+            self.ctx.log.info("bulk load: %d indexes set aside until the end", len(self.deferred))
+
+    def finish(self) -> None:
+        if self.deferred:
+            dbmod.restore_deferred_indexes(self.ctx.conn, run_id=self.ctx.run_id)
+            self.deferred = []
 
 
 def resolve_format(source: Any, settings: ImportSettings, mapping: str | None) -> CsvFormat:
@@ -187,6 +232,7 @@ def import_orders(
             rejects_path,
             dry_run=ctx.dry_run,
             result=result,
+            size=size,
         )
     finally:
         if stream is not sys.stdin.buffer:
@@ -207,9 +253,12 @@ def _run_file(
     *,
     dry_run: bool,
     result: Result | None = None,
+    size: int | None = None,
 ) -> Result:
     result = result or Result(f"import orders --from {source_name}")
     now = iso(ctx.now)
+    if not dry_run:  # we hold the import lock: indexes still set aside are a dead run's
+        dbmod.restore_deferred_indexes(ctx.conn, force=True)
     store = OrderStore(
         ctx.conn,
         source=source_name,
@@ -236,6 +285,9 @@ def _run_file(
         rejected[0] += _reject(item, label, store, rejects, result, write=not dry_run)
 
     store.on_reject = on_reject
+    bulk = BulkLoad(ctx, store, counted, size, settings.bulk_load_min_orders)
+    if not dry_run:
+        store.after_flush = bulk.after_flush
     try:
         for item in items:
             if isinstance(item, GroupReject):
@@ -244,7 +296,10 @@ def _run_file(
                 store.add(item)
         store.flush()
     finally:
-        rejects.close()
+        try:
+            bulk.finish()
+        finally:
+            rejects.close()
     rejected_rows = rejected[0]
     result.counts.update(store.counts)
     result.counts["rejected"] = rejected_rows

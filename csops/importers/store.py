@@ -97,6 +97,8 @@ class OrderStore:
     )
     # Called with a GroupReject when a file order fails to parse at write time.
     on_reject: Callable[[GroupReject], None] | None = None
+    # Called after each batch is committed (a bulk load decides there to set indexes aside).
+    after_flush: Callable[[], None] | None = None
     _orders: list[Any] = field(default_factory=list)
     _rejects: list[PendingReject] = field(default_factory=list)
     _customers: dict[tuple[str, ...], int] = field(default_factory=dict)
@@ -136,6 +138,8 @@ class OrderStore:
                 self._write_rejects()
                 if cursor is not None:
                     save_cursor(self.conn, cursor[0], cursor[1], self.now)
+            if self.after_flush is not None:
+                self.after_flush()
         finally:
             self._flushing = False
 
