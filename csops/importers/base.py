@@ -82,6 +82,11 @@ class CsvFormat:
     key_column: str | None = None
     key_cell: Callable[[str], str] | None = None
     id_column: str | None = None
+    # Optional, for speed: given the header, a parse_group for rows as cell lists in header
+    # order (same orders, same errors), so a row's dict is built only if it is rejected.
+    cell_parser: (
+        Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Order]] | None
+    ) = None
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.
@@ -104,6 +109,7 @@ class PendingOrder:
     fmt: CsvFormat
     env: ParseEnv
     header: list[str] | None = None
+    parser: Callable[[list[tuple[int, Any]], ParseEnv], Order] | None = None  # for cell lists
 
     @property
     def rows(self) -> list[tuple[int, Row]]:
@@ -114,7 +120,10 @@ class PendingOrder:
 
     def parse(self) -> Order:
         """The normalized order; raises FieldError (with its line) for a bad cell."""
-        order = self.fmt.parse_group(self.rows, self.env)
+        if self.parser is not None and self.header is not None:
+            order = self.parser(self.cells, self.env)
+        else:
+            order = self.fmt.parse_group(self.rows, self.env)
         order.external_id = self.external_id
         return order
 
@@ -681,6 +690,7 @@ def _orders_by_cells(
     seen: set[str] = set()
     group: list[tuple[int, list[str]]] = []
     key = ""
+    parser = fmt.cell_parser(header) if fmt.cell_parser is not None else None
 
     def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
         return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
@@ -700,7 +710,7 @@ def _orders_by_cells(
             salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
         ).hexdigest()
         ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
-        return PendingOrder(platform, ext, digest, group, fmt, env, header)
+        return PendingOrder(platform, ext, digest, group, fmt, env, header, parser)
 
     for rec in recs:
         if isinstance(rec, GroupReject):

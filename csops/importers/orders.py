@@ -23,6 +23,7 @@ from csops import db as dbmod
 from csops import registry
 from csops.csvio import SafeCsvWriter
 from csops.errors import InputError, UsageError
+from csops.importers import pipeline
 from csops.importers.base import CsvFormat, GroupReject, ParseEnv, read_orders
 from csops.importers.settings import ImportSettings
 from csops.importers.store import OrderStore, PendingReject
@@ -82,6 +83,10 @@ class RejectsFile:
         row.update({"_line": line, "_field": fld or "", "_reason": reason})
         self._writer.write(row)
 
+    def flush(self) -> None:
+        if self._fh:
+            self._fh.flush()
+
     def close(self) -> None:
         if self._fh:
             self._fh.close()
@@ -120,7 +125,7 @@ class BulkLoad:
     ) -> None:
         self.ctx = ctx
         self.store = store
-        self.counted = counted
+        self.bytes_read = lambda: counted.count
         self.size = size
         self.minimum = minimum
         self.deferred: list[str] = []
@@ -132,7 +137,7 @@ class BulkLoad:
         if self.deferred or not self.minimum:
             return
         inserted = self.store.counts["inserted"]
-        read = self.counted.count
+        read = self.bytes_read()
         projected = inserted * self.size / read if self.size and read else inserted
         if projected >= self.minimum and projected * 3 >= self.stored_before:
             self.deferred = dbmod.defer_indexes(
@@ -288,13 +293,37 @@ def _run_file(
     bulk = BulkLoad(ctx, store, counted, size, settings.bulk_load_min_orders)
     if not dry_run:
         store.after_flush = bulk.after_flush
+    minimum = settings.reader_process_min_bytes
+    forked = (
+        not dry_run and pipeline.available() and minimum >= 0 and (size is None or size >= minimum)
+    )
     try:
-        for item in items:
-            if isinstance(item, GroupReject):
-                on_reject(item)
-            else:
-                store.add(item)
-        store.flush()
+        if forked:
+            reader_bytes = [0]
+            bulk.bytes_read = lambda: reader_bytes[0]
+
+            def progress(n: int) -> None:
+                reader_bytes[0] += n
+                if on_progress:
+                    on_progress(n)
+
+            counted.on_progress = None  # the reader reports its progress with each batch
+            pipeline.run(
+                items,
+                store,
+                ctx.conn.execute("PRAGMA database_list").fetchone()[2],
+                bytes_read=lambda: counted.count,
+                on_reject=on_reject,
+                on_progress=progress,
+                before_fork=rejects.flush,
+            )
+        else:
+            for item in items:
+                if isinstance(item, GroupReject):
+                    on_reject(item)
+                else:
+                    store.add(item)
+            store.flush()
     finally:
         try:
             bulk.finish()
