@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
 from typing import IO, Any
 
@@ -192,6 +192,18 @@ _TIME_FORMATS = (
 )
 
 
+# "-0500" -> (its timedelta,), or () when it is not a valid offset
+_OFFSETS: dict[str, tuple[timedelta, ...]] = {}
+
+
+def _offset(text: str) -> tuple[timedelta, ...]:
+    try:
+        off = datetime.fromisoformat(f"2000-01-01T00:00:00{text[:3]}:{text[3:]}").utcoffset()
+    except ValueError:
+        return ()
+    return (off,) if off is not None else ()
+
+
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
     if not value:
@@ -206,7 +218,25 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
         return None
     dt: datetime | None = None
     if not fmt and len(text) == 25 and text[19] == " " and text[20] in "+-":
-        # Shopify's "2024-03-05 14:02:11 -0500": the common case, parsed without strptime
+        # Shopify's "2024-03-05 14:02:11 -0500": the common case, by subtracting the offset
+        off = _OFFSETS.get(text[20:])
+        if off is None and len(_OFFSETS) < 1000:
+            off = _OFFSETS[text[20:]] = _offset(text[20:])
+        if off:
+            try:
+                local = datetime.fromisoformat(text[:19])
+            except ValueError:
+                local = None
+            if local is not None and local.tzinfo is None and not local.microsecond:
+                if not 1990 <= local.year <= 2100:
+                    raise FieldError(
+                        fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100"
+                    )
+                out = (local - off[0]).isoformat() + "Z"
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[key] = out
+                return out
         try:
             dt = datetime.fromisoformat(f"{text[:19]}{text[20:23]}:{text[23:]}")
         except ValueError:
@@ -528,59 +558,69 @@ def iter_records(
         offset = 0
         done = 0  # records the reader has consumed (the header was read before it)
         while True:
+            error = None
             try:
-                values = next(reader)
-                error = None
-            except StopIteration:
+                # rows come from this loop; a csv.Error leaves it and re-enters it below
+                for values in reader:
+                    number = done + 2  # the record this row starts on (the header is 1)
+                    done = reader.line_num
+                    while offsets and offsets[0][0] <= number:
+                        offset = offsets.popleft()[1]
+                    start = number + offset
+                    if unterminated and number in unterminated:
+                        unterminated.discard(number)
+                        yield GroupReject(
+                            start,
+                            "unterminated quoted field",
+                            expected=f'a closing " within {env.field_size_limit} characters',
+                            rows=[(start, [])],
+                        )
+                        continue
+                    if len(values) != width:
+                        if not values or not (values[0].strip() or any(v.strip() for v in values)):
+                            continue
+                        yield GroupReject(
+                            start,
+                            f"{len(values)} columns where the header has {width}",
+                            expected=f"{width} columns",
+                            rows=[(start, values)],
+                        )
+                        continue
+                    if not values[0].strip() and not any(v.strip() for v in values):
+                        continue
+                    if layout.has_nul:
+                        row: Any = values
+                        if not as_values or any("\x00" in v for v in values):
+                            row = dict(zip(header, values, strict=False))
+                        if type(row) is dict:
+                            bad = next((k for k, v in row.items() if "\x00" in v), None)
+                            if bad is not None:
+                                yield GroupReject(
+                                    start,
+                                    "NUL byte in cell",
+                                    field=bad,
+                                    expected="text",
+                                    rows=[(start, row)],
+                                )
+                                continue
+                        yield start, row
+                    elif as_values:
+                        yield start, values
+                    else:
+                        yield start, dict(zip(header, values, strict=False))
                 return
             except UnicodeDecodeError as exc:
                 raise decode_failure(exc, layout.lines + 1) from None
             except csv.Error as exc:
-                values = None
                 error = str(exc)
-            number = done + 2  # the record this row starts on (the header is record 1)
+            number = done + 2
             done = reader.line_num
             while offsets and offsets[0][0] <= number:
                 offset = offsets.popleft()[1]
             start = number + offset
-            if error is not None:
-                if "field larger than field limit" in error:
-                    error = f"field longer than the limit of {env.field_size_limit} characters"
-                yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
-                continue
-            if unterminated and number in unterminated:
-                unterminated.discard(number)
-                yield GroupReject(
-                    start,
-                    "unterminated quoted field",
-                    expected=f'a closing " within {env.field_size_limit} characters',
-                    rows=[(start, [])],
-                )
-                continue
-            if not values or not (values[0].strip() or any(v.strip() for v in values)):
-                continue
-            if len(values) != width:
-                yield GroupReject(
-                    start,
-                    f"{len(values)} columns where the header has {width}",
-                    expected=f"{width} columns",
-                    rows=[(start, values)],
-                )
-                continue
-            if as_values:
-                row: Any = values
-                if layout.has_nul and any("\x00" in v for v in values):
-                    row = dict(zip(header, values, strict=False))
-            else:
-                row = dict(zip(header, values, strict=False))  # width checked above
-            if layout.has_nul and type(row) is dict:
-                bad = next((k for k, v in row.items() if "\x00" in v), None)
-                if bad is not None:
-                    yield GroupReject(
-                        start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
-                    )
-                    continue
-            yield start, row
+            if "field larger than field limit" in error:
+                error = f"field longer than the limit of {env.field_size_limit} characters"
+            yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
 
     return header, records()
 

@@ -1,12 +1,13 @@
 """Two cores for one file import: a forked reader process parses while this one writes.
 
 The reader is forked after the header was read and checked. It reads, groups and hashes rows,
-looks up (on its own read-only connection) which orders are stored unchanged, parses the
-others, and sends each batch here as plain tuples: the compact orders to write, how many were
-unchanged, the raw hashes to refresh, the rejects. This process matches customers and writes
-the batch in one short transaction exactly as the sequential path does, re-reading the keys
-under the write lock, so the counts and rows are the same; the reader's lookup only decides
-what is worth parsing (the import lock keeps every other writer of orders away meanwhile).
+looks up (on its own read-only connection) which orders are stored with the same raw hash,
+parses the others, and sends each batch here as plain tuples: the parsed orders in compact
+form, how many were unchanged, the rejects. This process hashes the parsed values, matches
+customers and writes the batch in one short transaction exactly as the sequential path does,
+re-reading the keys under the write lock, so the counts and rows are the same; the reader's
+lookup only decides what is worth parsing (the import lock keeps every other writer of orders
+away meanwhile). The work is split so that both processes are about equally busy.
 
 Memory stays bounded: the reader blocks once a batch waits in the pipe. If this process is
 killed (kill -9), the reader's next send fails and it exits without having written anything;
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -27,7 +29,9 @@ from typing import Any
 from csops import db as dbmod
 from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
-from csops.importers.store import OrderStore, compact, fingerprint
+from csops.importers.store import OrderStore, compact
+
+_T = {"send": 0.0, "recv": 0.0}
 
 
 class ReaderFailed(RuntimeError):
@@ -69,14 +73,10 @@ def _read(
             except FieldError as exc:
                 rejects.append(p.reject(exc))
                 continue
-            data = compact(order)
-            h = fingerprint(data)
-            if have is not None and have[1] == h:
-                unchanged += 1
-                raw_only.append((p.raw_hash, have[0]))
-                continue
-            writes.append((data, h, p.raw_hash))
+            writes.append((compact(order), None, p.raw_hash))  # the writer hashes it
+        t = time.perf_counter()
         out.send(("batch", bytes_read(), unchanged, raw_only, writes, rejects))
+        _T["send"] += time.perf_counter() - t
 
     for item in items:
         if isinstance(item, GroupReject):
@@ -92,6 +92,12 @@ def _read(
     if reads or batch:
         send()
     out.send(("end", bytes_read()))
+    if os.environ.get("CSOPS_PIPE_DEBUG"):
+        import sys
+
+        sys.stderr.write(
+            f"reader: blocked in send {_T['send']:.2f}s cpu {time.process_time():.2f}s\n"
+        )
 
 
 def run(
@@ -133,7 +139,9 @@ def run(
     try:
         while True:
             try:
+                t = time.perf_counter()
                 msg = inp.recv()
+                _T["recv"] += time.perf_counter() - t
             except EOFError:
                 raise ReaderFailed("the reader process ended without finishing") from None
             kind = msg[0]
@@ -156,6 +164,12 @@ def run(
                 on_reject(rej)
             store.write_prepared(writes, raw_only, unchanged)
         store.flush()
+        if os.environ.get("CSOPS_PIPE_DEBUG"):
+            import sys
+
+            sys.stderr.write(
+                f"writer: waited in recv {_T['recv']:.2f}s cpu {time.process_time():.2f}s\n"
+            )
     finally:
         inp.close()
         if not finished:

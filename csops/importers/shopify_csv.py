@@ -10,6 +10,7 @@ from collections.abc import Callable
 from operator import itemgetter
 
 from csops.importers.base import (
+    _MONEY,
     CsvFormat,
     FieldError,
     ParseEnv,
@@ -133,16 +134,21 @@ def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[Order
     cell is read without the helper calls: this runs once per export row.
     """
     out = []
+    known = _MONEY.get(currency, {}).get  # cells parse_money has read before
     for n, (line, (q, price_cell, discount_cell, sku, name)) in enumerate(rows, 1):
         try:
             if q.isdigit() and q.isascii() and len(q) < 7:
                 qty = int(q)
             else:
                 qty = parse_quantity(q, "Lineitem quantity")
-            price = parse_money(price_cell, currency, "Lineitem price", blank=None)
+            price = known(price_cell)
+            if price is None:
+                price = parse_money(price_cell, currency, "Lineitem price", blank=None)
             if price < 0:
                 raise FieldError("Lineitem price", "negative price", "an amount ≥ 0")
-            discount = parse_money(discount_cell, currency, "Lineitem discount")
+            discount = known(discount_cell)
+            if discount is None:
+                discount = parse_money(discount_cell, currency, "Lineitem discount")
             out.append(
                 OrderItem(n, _text(sku, 200), _text(name), qty, price, price * qty - discount)
             )
@@ -215,6 +221,26 @@ def _parse(
     phone = unquote_phone(phone) or unquote_phone(billing_phone) or unquote_phone(shipping_phone)
     number = _key_cell(name_cell)
     order_id = unwrap(id_cell) or number
+    customer = Customer(email=normalize_email(email), phone=phone or None, name=name)
+    known = _MONEY.get(currency, {}).get  # cells parse_money has read before (in this order)
+    subtotal_minor = known(subtotal)
+    if subtotal_minor is None:
+        subtotal_minor = parse_money(subtotal, currency, "Subtotal")
+    shipping_minor = known(shipping)
+    if shipping_minor is None:
+        shipping_minor = parse_money(shipping, currency, "Shipping")
+    tax_minor = known(taxes)
+    if tax_minor is None:
+        tax_minor = parse_money(taxes, currency, "Taxes")
+    discount_minor = known(discount)
+    if discount_minor is None:
+        discount_minor = parse_money(discount, currency, "Discount Amount")
+    total_minor = known(total)
+    if total_minor is None:
+        total_minor = parse_money(total, currency, "Total", blank=None)
+    refunded_minor = known(refunded)
+    if refunded_minor is None:
+        refunded_minor = parse_money(refunded, currency, "Refunded Amount")
     return Order(
         platform="shopify",
         external_id=order_id,
@@ -222,13 +248,13 @@ def _parse(
         status=map_status(financial, fulfillment, cancelled is not None),
         currency=currency,
         created_at=created,
-        customer=Customer(email=normalize_email(email), phone=phone or None, name=name),
-        subtotal_minor=parse_money(subtotal, currency, "Subtotal"),
-        shipping_minor=parse_money(shipping, currency, "Shipping"),
-        tax_minor=parse_money(taxes, currency, "Taxes"),
-        discount_minor=parse_money(discount, currency, "Discount Amount"),
-        total_minor=parse_money(total, currency, "Total", blank=None),
-        refunded_minor=parse_money(refunded, currency, "Refunded Amount"),
+        customer=customer,
+        subtotal_minor=subtotal_minor,
+        shipping_minor=shipping_minor,
+        tax_minor=tax_minor,
+        discount_minor=discount_minor,
+        total_minor=total_minor,
+        refunded_minor=refunded_minor,
         paid_at=parse_time(paid_cell, env, "Paid at") if paid_cell else None,
         shipped_at=fulfilled_at if fulfillment in ("fulfilled", "partial") else None,
         delivered_at=None,  # the export has no delivery date (docs/formats.md)

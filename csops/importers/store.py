@@ -106,7 +106,7 @@ class Prepared:
 
     __slots__ = ("content_hash", "data", "external_id", "platform", "raw_hash")
 
-    def __init__(self, data: Compact, content_hash: str, raw_hash: str | None) -> None:
+    def __init__(self, data: Compact, content_hash: str | None, raw_hash: str | None) -> None:
         self.platform = data[0]
         self.external_id = data[1]
         self.data = data
@@ -272,6 +272,8 @@ class OrderStore:
         raw = None
         if type(item) is Prepared:
             raw, data, h = item.raw_hash, item.data, item.content_hash
+            if h is None:
+                h = fingerprint(data)
         else:
             if isinstance(item, PendingOrder):
                 raw = item.raw_hash
