@@ -22,9 +22,79 @@ from typing import IO, Any
 
 from csops.csvio import open_text
 from csops.errors import InputError, UsageError
-from csops.model import Order, currency_exponent, to_minor, valid_currency
+from csops.model import Customer, Order, OrderItem, currency_exponent, to_minor, valid_currency
 
 Row = dict[str, str]
+
+
+# An order as the store writes it: (platform, external_id, values, customer, items), where
+# values = ORDER_VALUES below, customer = (email, phone, name, platform_buyer_id) and items =
+# [(line_no, sku, name, quantity, unit_price_minor, total_minor)]: plain tuples, cheap to build,
+# to hash and to send between processes.
+Compact = tuple[str, str, tuple[Any, ...], tuple[Any, ...], list[tuple[Any, ...]]]
+# values: number, email, status, currency, subtotal, shipping, tax, discount, total, refunded,
+# tags, created_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at
+
+
+def compact(order: Order) -> Compact:
+    c = order.customer
+    return (
+        order.platform,
+        order.external_id,
+        (
+            order.number,
+            c.email,
+            order.status,
+            order.currency,
+            order.subtotal_minor,
+            order.shipping_minor,
+            order.tax_minor,
+            order.discount_minor,
+            order.total_minor,
+            order.refunded_minor,
+            order.tags,
+            order.created_at,
+            order.paid_at,
+            order.shipped_at,
+            order.delivered_at,
+            order.cancelled_at,
+            getattr(order, "refunded_at", None),
+        ),
+        (c.email, c.phone, c.name, c.platform_buyer_id),
+        [
+            (i.line_no, i.sku, i.name, i.quantity, i.unit_price_minor, i.total_minor)
+            for i in order.items
+        ],
+    )
+
+
+def expand(data: Compact) -> Order:
+    """The :class:`Order` of a compact order (``compact(expand(d)) == d``)."""
+    platform, external_id, v, c, items = data
+    order = Order(
+        platform=platform,
+        external_id=external_id,
+        number=v[0],
+        status=v[2],
+        currency=v[3],
+        created_at=v[11],
+        customer=Customer(email=c[0], phone=c[1], name=c[2], platform_buyer_id=c[3]),
+        subtotal_minor=v[4],
+        shipping_minor=v[5],
+        tax_minor=v[6],
+        discount_minor=v[7],
+        total_minor=v[8],
+        refunded_minor=v[9],
+        paid_at=v[12],
+        shipped_at=v[13],
+        delivered_at=v[14],
+        cancelled_at=v[15],
+        tags=v[10],
+        items=[OrderItem(*i) for i in items],
+    )
+    if v[16] is not None:
+        order.refunded_at = v[16]  # type: ignore[attr-defined]
+    return order
 
 
 class FieldError(ValueError):
@@ -83,9 +153,10 @@ class CsvFormat:
     key_cell: Callable[[str], str] | None = None
     id_column: str | None = None
     # Optional, for speed: given the header, a parse_group for rows as cell lists in header
-    # order (same orders, same errors), so a row's dict is built only if it is rejected.
+    # order returning the order in compact form (same values, same errors), so neither a row
+    # dict (built only if the order is rejected) nor an Order object is made.
     cell_parser: (
-        Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Order]] | None
+        Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]] | None
     ) = None
 
 
@@ -109,7 +180,7 @@ class PendingOrder:
     fmt: CsvFormat
     env: ParseEnv
     header: list[str] | None = None
-    parser: Callable[[list[tuple[int, Any]], ParseEnv], Order] | None = None  # for cell lists
+    parser: Callable[[list[tuple[int, Any]], ParseEnv], Compact] | None = None  # for cell lists
 
     @property
     def rows(self) -> list[tuple[int, Row]]:
@@ -120,12 +191,19 @@ class PendingOrder:
 
     def parse(self) -> Order:
         """The normalized order; raises FieldError (with its line) for a bad cell."""
-        if self.parser is not None and self.header is not None:
-            order = self.parser(self.cells, self.env)
-        else:
-            order = self.fmt.parse_group(self.rows, self.env)
+        order = self.fmt.parse_group(self.rows, self.env)
         order.external_id = self.external_id
         return order
+
+    def parse_compact(self) -> Compact:
+        """:meth:`parse` in compact form; from the cells, without row dicts, where the format
+        has a cell parser."""
+        if self.parser is None or self.header is None:
+            return compact(self.parse())
+        data = self.parser(self.cells, self.env)
+        if data[1] != self.external_id:
+            data = (data[0], self.external_id, *data[2:])
+        return data
 
     def reject(self, exc: FieldError) -> GroupReject:
         first = self.cells[0][0]

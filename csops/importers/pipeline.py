@@ -29,7 +29,7 @@ from typing import Any
 from csops import db as dbmod
 from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
-from csops.importers.store import OrderStore, compact
+from csops.importers.store import OrderStore
 
 _T = {"send": 0.0, "recv": 0.0}
 
@@ -69,11 +69,11 @@ def _read(
                 unchanged += 1
                 continue
             try:
-                order = p.parse()
+                data = p.parse_compact()
             except FieldError as exc:
                 rejects.append(p.reject(exc))
                 continue
-            writes.append((compact(order), None, p.raw_hash))  # the writer hashes it
+            writes.append((data, None, p.raw_hash))  # the writer hashes it
         t = time.perf_counter()
         out.send(("batch", bytes_read(), unchanged, raw_only, writes, rejects))
         _T["send"] += time.perf_counter() - t

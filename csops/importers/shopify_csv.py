@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from operator import itemgetter
+from typing import Any
 
 from csops.importers.base import (
     _MONEY,
+    Compact,
     CsvFormat,
     FieldError,
     ParseEnv,
     Row,
     clean_text,
+    expand,
     normalize_email,
     parse_currency,
     parse_money,
@@ -25,7 +28,7 @@ from csops.importers.base import (
     unquote_phone,
     unwrap,
 )
-from csops.model import Customer, Order, OrderItem
+from csops.model import Order
 
 FINANCIAL = {
     "pending",
@@ -127,7 +130,7 @@ def _text(value: str, limit: int = 500) -> str | None:
     return clean_text(value, limit)
 
 
-def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[OrderItem]:
+def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[tuple[Any, ...]]:
     """The order's line items, numbered from 1; a bad cell's FieldError carries its line.
 
     Checks per row, in this order: quantity, price (≥ 0), discount. The usual plain quantity
@@ -149,9 +152,7 @@ def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[Order
             discount = known(discount_cell)
             if discount is None:
                 discount = parse_money(discount_cell, currency, "Lineitem discount")
-            out.append(
-                OrderItem(n, _text(sku, 200), _text(name), qty, price, price * qty - discount)
-            )
+            out.append((n, _text(sku, 200), _text(name), qty, price, price * qty - discount))
         except FieldError as exc:
             exc.line = exc.line or line
             raise
@@ -163,8 +164,9 @@ def _parse(
     cells: tuple[str, ...],
     items: list[tuple[int, tuple[str, ...]]],
     env: ParseEnv,
-) -> Order:
-    """One order from its first row's ORDER_COLUMNS cells and each row's ITEM_COLUMNS cells."""
+) -> Compact:
+    """One order (compact form) from its first row's ORDER_COLUMNS cells and each row's
+    ITEM_COLUMNS cells."""
     (
         name_cell,
         id_cell,
@@ -221,7 +223,7 @@ def _parse(
     phone = unquote_phone(phone) or unquote_phone(billing_phone) or unquote_phone(shipping_phone)
     number = _key_cell(name_cell)
     order_id = unwrap(id_cell) or number
-    customer = Customer(email=normalize_email(email), phone=phone or None, name=name)
+    email = normalize_email(email)
     known = _MONEY.get(currency, {}).get  # cells parse_money has read before (in this order)
     subtotal_minor = known(subtotal)
     if subtotal_minor is None:
@@ -241,41 +243,49 @@ def _parse(
     refunded_minor = known(refunded)
     if refunded_minor is None:
         refunded_minor = parse_money(refunded, currency, "Refunded Amount")
-    return Order(
-        platform="shopify",
-        external_id=order_id,
-        number=number,
-        status=map_status(financial, fulfillment, cancelled is not None),
-        currency=currency,
-        created_at=created,
-        customer=customer,
-        subtotal_minor=subtotal_minor,
-        shipping_minor=shipping_minor,
-        tax_minor=tax_minor,
-        discount_minor=discount_minor,
-        total_minor=total_minor,
-        refunded_minor=refunded_minor,
-        paid_at=parse_time(paid_cell, env, "Paid at") if paid_cell else None,
-        shipped_at=fulfilled_at if fulfillment in ("fulfilled", "partial") else None,
-        delivered_at=None,  # the export has no delivery date (docs/formats.md)
-        cancelled_at=cancelled,
-        tags=_text(tags),
-        items=order_items,
+    paid = parse_time(paid_cell, env, "Paid at") if paid_cell else None
+    shipped = fulfilled_at if fulfillment in ("fulfilled", "partial") else None
+    return (
+        "shopify",
+        order_id,
+        (
+            number,
+            email,
+            map_status(financial, fulfillment, cancelled is not None),
+            currency,
+            subtotal_minor,
+            shipping_minor,
+            tax_minor,
+            discount_minor,
+            total_minor,
+            refunded_minor,
+            _text(tags),
+            created,
+            paid,
+            shipped,
+            None,  # delivered_at: the export has no delivery date (docs/formats.md)
+            cancelled,
+            None,  # refunded_at
+        ),
+        (email, phone or None, name, None),
+        order_items,
     )
 
 
 def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
     """One order from its rows as dicts (header name -> cell)."""
     line, first = rows[0]
-    return _parse(
-        line,
-        tuple(first.get(c) or "" for c in ORDER_COLUMNS),
-        [(n, tuple(r.get(c) or "" for c in ITEM_COLUMNS)) for n, r in rows],
-        env,
+    return expand(
+        _parse(
+            line,
+            tuple(first.get(c) or "" for c in ORDER_COLUMNS),
+            [(n, tuple(r.get(c) or "" for c in ITEM_COLUMNS)) for n, r in rows],
+            env,
+        )
     )
 
 
-def cell_parser(header: list[str]) -> Callable[[list[tuple[int, list[str]]], ParseEnv], Order]:
+def cell_parser(header: list[str]) -> Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]:
     """``parse_group`` for rows given as cell lists in ``header`` order (no dict per row)."""
     at = {h: i for i, h in enumerate(header)}
 
@@ -288,7 +298,7 @@ def cell_parser(header: list[str]) -> Callable[[list[tuple[int, list[str]]], Par
     order_cells = picker(ORDER_COLUMNS)
     item_cells = picker(ITEM_COLUMNS)
 
-    def parse(rows: list[tuple[int, list[str]]], env: ParseEnv) -> Order:
+    def parse(rows: list[tuple[int, list[str]]], env: ParseEnv) -> Compact:
         return _parse(
             rows[0][0], order_cells(rows[0][1]), [(n, item_cells(v)) for n, v in rows], env
         )

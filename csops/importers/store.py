@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csops import db as dbmod
-from csops.importers.base import FieldError, GroupReject, PendingOrder, normalize_phone
+from csops.importers.base import (
+    Compact,
+    FieldError,
+    GroupReject,
+    PendingOrder,
+    compact,
+    normalize_phone,
+)
 from csops.model import Order
 
 _ORDER_COLS = (
@@ -41,47 +48,6 @@ _INSERT_ITEM = (
     "INSERT INTO order_items (order_id, line_no, sku, name, quantity, unit_price_minor, "
     "total_minor) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-
-
-# An order as the store writes it: (platform, external_id, values, customer, items), where
-# values = ORDER_VALUES below, customer = (email, phone, name, platform_buyer_id) and items =
-# [(line_no, sku, name, quantity, unit_price_minor, total_minor)]: plain tuples, cheap to build,
-# to hash and to send between processes.
-Compact = tuple[str, str, tuple[Any, ...], tuple[Any, ...], list[tuple[Any, ...]]]
-# values: number, email, status, currency, subtotal, shipping, tax, discount, total, refunded,
-# tags, created_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at
-
-
-def compact(order: Order) -> Compact:
-    c = order.customer
-    return (
-        order.platform,
-        order.external_id,
-        (
-            order.number,
-            c.email,
-            order.status,
-            order.currency,
-            order.subtotal_minor,
-            order.shipping_minor,
-            order.tax_minor,
-            order.discount_minor,
-            order.total_minor,
-            order.refunded_minor,
-            order.tags,
-            order.created_at,
-            order.paid_at,
-            order.shipped_at,
-            order.delivered_at,
-            order.cancelled_at,
-            getattr(order, "refunded_at", None),
-        ),
-        (c.email, c.phone, c.name, c.platform_buyer_id),
-        [
-            (i.line_no, i.sku, i.name, i.quantity, i.unit_price_minor, i.total_minor)
-            for i in order.items
-        ],
-    )
 
 
 def fingerprint(order: Order | Compact) -> str:
@@ -170,9 +136,9 @@ class OrderStore:
         self._raw_only.extend(raw_only)
         self.flush()
 
-    def _parse(self, pending: PendingOrder) -> Order | None:
+    def _parse(self, pending: PendingOrder) -> Compact | None:
         try:
-            return pending.parse()
+            return pending.parse_compact()
         except FieldError as exc:
             if self.on_reject:
                 self.on_reject(pending.reject(exc))
@@ -279,12 +245,11 @@ class OrderStore:
                 raw = item.raw_hash
                 if have is not None and have[2] == raw:
                     return "unchanged", None, have[1], raw
-                order = self._parse(item)
-                if order is None:
+                data = self._parse(item)
+                if data is None:
                     return None
             else:
-                order = item
-            data = compact(order)
+                data = compact(item)
             h = fingerprint(data)
         if have is None:
             return "inserted", data, h, raw
