@@ -809,6 +809,7 @@ def _orders_by_cells(
     group: list[tuple[int, list[str]]] = []
     key = ""
     parser = fmt.cell_parser(header) if fmt.cell_parser is not None else None
+    salted = hashlib.blake2b(salt, digest_size=16)
 
     def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
         return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
@@ -823,10 +824,13 @@ def _orders_by_cells(
                 rows=as_dicts(group),
             )
         seen.add(key)
-        cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
-        digest = hashlib.blake2b(
-            salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
+        if len(group) == 1:
+            cells = "\x1f".join(group[0][1]) + "\x1e"
+        else:
+            cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
+        h = salted.copy()  # = blake2b(salt + cells)
+        h.update(cells.encode("utf-8", "surrogatepass"))
+        digest = h.hexdigest()
         ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
         return PendingOrder(platform, ext, digest, group, fmt, env, header, parser)
 

@@ -30,19 +30,21 @@ from csops.importers.base import (
 )
 from csops.model import Order
 
-_ORDER_COLS = (
-    "number, customer_id, email, status, currency, subtotal_minor, shipping_minor, tax_minor, "
+# The columns of a compact order's values, in their order (see base.Compact).
+_VALUE_COLS = (
+    "number, email, status, currency, subtotal_minor, shipping_minor, tax_minor, "
     "discount_minor, total_minor, refunded_minor, tags, created_at, paid_at, shipped_at, "
-    "delivered_at, cancelled_at, refunded_at, content_hash, source, raw_hash"
+    "delivered_at, cancelled_at, refunded_at"
 )
+# rows are built by concatenating tuples: (id, customer, hashes, key) + values + (source, times)
 _INSERT_ORDER = (
-    f"INSERT INTO orders (id, platform, external_id, {_ORDER_COLS}, imported_at, updated_at) "
-    f"VALUES ({', '.join(['?'] * 26)})"
+    "INSERT INTO orders (id, customer_id, content_hash, raw_hash, platform, external_id, "
+    f"{_VALUE_COLS}, source, imported_at, updated_at) VALUES ({', '.join(['?'] * 26)})"
 )
 _UPDATE_ORDER = (
-    "UPDATE orders SET "
-    + ", ".join(f"{c.strip()} = ?" for c in _ORDER_COLS.split(","))
-    + ", updated_at = ? WHERE id = ?"
+    "UPDATE orders SET customer_id = ?, content_hash = ?, raw_hash = ?, "
+    + ", ".join(f"{c.strip()} = ?" for c in _VALUE_COLS.split(","))
+    + ", source = ?, updated_at = ? WHERE id = ?"
 )
 _INSERT_ITEM = (
     "INSERT INTO order_items (order_id, line_no, sku, name, quantity, unit_price_minor, "
@@ -317,16 +319,17 @@ class OrderStore:
         changed_rows: list[tuple[Any, ...]] = []
         replaced: list[tuple[int]] = []
         items: list[tuple[Any, ...]] = []
+        new_tail = (source, now, now)
+        changed_tail = (source, now)
         for (order_id, data, h, raw, is_new), cid in zip(entries, customer_ids, strict=True):
             platform, external_id, v, _cust, order_items = data
             if is_new:
-                new_rows.append(
-                    (order_id, platform, external_id, v[0], cid, *v[1:], h, source, raw, now, now)
-                )
+                new_rows.append((order_id, cid, h, raw, platform, external_id, *v, *new_tail))
             else:
-                changed_rows.append((v[0], cid, *v[1:], h, source, raw, now, order_id))
+                changed_rows.append((cid, h, raw, *v, *changed_tail, order_id))
                 replaced.append((order_id,))
-            items.extend([(order_id, *i) for i in order_items])
+            key = (order_id,)
+            items.extend([key + i for i in order_items])
         if new_rows:
             conn.executemany(_INSERT_ORDER, new_rows)
         if changed_rows:
@@ -345,28 +348,30 @@ class OrderStore:
         cache = self._customers
         if len(cache) > 100_000:  # bounded; never cleared mid-batch (it holds the batch's keys)
             cache.clear()
-        # (key, platform, (email, phone, name, buyer id), normalized phone)
-        wanted: list[tuple[tuple[str, ...], str, tuple[Any, ...], str | None] | None] = []
+        out: list[int | None] = []
+        # orders whose key is not cached yet: (index in out, key, platform,
+        # (email, phone, name, buyer id), normalized phone)
+        wanted: list[tuple[int, tuple[str, ...], str, tuple[Any, ...], str | None]] = []
         missing: dict[str, set[Any]] = {"email": set(), "phone": set(), "buyer": set()}
         for o in orders:
             platform, c = o[0], o[3]
             email = c[0]
             if email:  # the phone is normalized later, only if this key is not cached
                 key: tuple[str, ...] = ("email", email)
-                wanted.append((key, platform, c, None))
-                if key not in cache:
-                    missing["email"].add(email)
-                continue
-            phone = normalize_phone(c[1]) if c[1] else None
-            if phone:
-                key = ("phone", phone)
-            elif c[3]:
-                key = ("buyer", platform, c[3])
+                phone = None
             else:
-                wanted.append(None)
-                continue
-            wanted.append((key, platform, c, phone))
-            if key not in cache:
+                phone = normalize_phone(c[1]) if c[1] else None
+                if phone:
+                    key = ("phone", phone)
+                elif c[3]:
+                    key = ("buyer", platform, c[3])
+                else:
+                    out.append(None)
+                    continue
+            cid = cache.get(key)
+            out.append(cid)
+            if cid is None:
+                wanted.append((len(out) - 1, key, platform, c, phone))
                 missing[key[0]].add(key[1:] if key[0] == "buyer" else key[1])
         found = self._find_customers(missing)
         # per-batch state: customer id -> [phone, name]; phone / buyer -> lowest id given it
@@ -378,15 +383,10 @@ class OrderStore:
         updates: list[tuple[Any, ...]] = []
         next_id = 0
         now = self.now
-        out: list[int | None] = []
-        for want in wanted:
-            if want is None:
-                out.append(None)
-                continue
-            key, platform, c, phone = want
+        for at, key, platform, c, phone in wanted:
             cid = cache.get(key)
-            if cid is not None:
-                out.append(cid)
+            if cid is not None:  # created or matched earlier in this batch
+                out[at] = cid
                 continue
             c_email, c_phone, c_name, c_buyer = c
             if key[0] == "email" and c_phone:
@@ -421,7 +421,7 @@ class OrderStore:
                             by_phone[phone] = cid
                     cur[1] = cur[1] or c_name
             cache[key] = cid
-            out.append(cid)
+            out[at] = cid
         if inserts:
             self.conn.executemany(
                 "INSERT INTO customers (id, email, phone, name, platform, platform_buyer_id, "
