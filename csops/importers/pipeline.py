@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -30,8 +29,6 @@ from csops import db as dbmod
 from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
 from csops.importers.store import OrderStore
-
-_T = {"send": 0.0, "recv": 0.0}
 
 
 class ReaderFailed(RuntimeError):
@@ -74,9 +71,7 @@ def _read(
                 rejects.append(p.reject(exc))
                 continue
             writes.append((data, None, p.raw_hash))  # the writer hashes it
-        t = time.perf_counter()
         out.send(("batch", bytes_read(), unchanged, raw_only, writes, rejects))
-        _T["send"] += time.perf_counter() - t
 
     for item in items:
         if isinstance(item, GroupReject):
@@ -92,12 +87,6 @@ def _read(
     if reads or batch:
         send()
     out.send(("end", bytes_read()))
-    if os.environ.get("CSOPS_PIPE_DEBUG"):
-        import sys
-
-        sys.stderr.write(
-            f"reader: blocked in send {_T['send']:.2f}s cpu {time.process_time():.2f}s\n"
-        )
 
 
 def run(
@@ -139,9 +128,7 @@ def run(
     try:
         while True:
             try:
-                t = time.perf_counter()
                 msg = inp.recv()
-                _T["recv"] += time.perf_counter() - t
             except EOFError:
                 raise ReaderFailed("the reader process ended without finishing") from None
             kind = msg[0]
@@ -164,12 +151,6 @@ def run(
                 on_reject(rej)
             store.write_prepared(writes, raw_only, unchanged)
         store.flush()
-        if os.environ.get("CSOPS_PIPE_DEBUG"):
-            import sys
-
-            sys.stderr.write(
-                f"writer: waited in recv {_T['recv']:.2f}s cpu {time.process_time():.2f}s\n"
-            )
     finally:
         inp.close()
         if not finished:
