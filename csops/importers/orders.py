@@ -9,12 +9,14 @@ and imports nothing if any row is bad.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -149,6 +151,23 @@ class BulkLoad:
         if self.deferred:
             dbmod.restore_deferred_indexes(self.ctx.conn, run_id=self.ctx.run_id)
             self.deferred = []
+
+
+@contextmanager
+def _relaxed_gc() -> Iterator[None]:
+    """Run the cyclic garbage collector less often during a file import.
+
+    An import allocates millions of short-lived tuples and lists and creates no reference
+    cycles; at the default rhythm (a pass every 700 allocations, full passes over the growing
+    caches) the collector costs 15-20% of the CPU and frees nothing. It still runs, so memory
+    stays bounded if a cycle ever appears.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(100_000, 50, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def resolve_format(source: Any, settings: ImportSettings, mapping: str | None) -> CsvFormat:
@@ -293,9 +312,38 @@ def _run_file(
     bulk = BulkLoad(ctx, store, counted, size, settings.bulk_load_min_orders)
     if not dry_run:
         store.after_flush = bulk.after_flush
+    with _relaxed_gc():
+        _feed(ctx, items, store, bulk, counted, on_reject, on_progress, rejects, size, settings)
+    rejected_rows = rejected[0]
+    result.counts.update(store.counts)
+    result.counts["rejected"] = rejected_rows
+    row: dict[str, Any] = {"source": source_name, "file": label, **result.counts}
+    if rejected_rows and not dry_run:
+        row["rejects_file"] = str(target)
+        result.messages.append(f"rejected rows written to {target}")
+    result.rows = [row]
+    return result
+
+
+def _feed(
+    ctx: Any,
+    items: Any,
+    store: OrderStore,
+    bulk: BulkLoad,
+    counted: CountingReader,
+    on_reject: Callable[[GroupReject], None],
+    on_progress: Progress | None,
+    rejects: RejectsFile,
+    size: int | None,
+    settings: ImportSettings,
+) -> None:
+    """Write every order and reject of ``items``: through a reader process or in this one."""
     minimum = settings.reader_process_min_bytes
     forked = (
-        not dry_run and pipeline.available() and minimum >= 0 and (size is None or size >= minimum)
+        not store.dry_run
+        and pipeline.available()
+        and minimum >= 0
+        and (size is None or size >= minimum)
     )
     try:
         if forked:
@@ -329,15 +377,6 @@ def _run_file(
             bulk.finish()
         finally:
             rejects.close()
-    rejected_rows = rejected[0]
-    result.counts.update(store.counts)
-    result.counts["rejected"] = rejected_rows
-    row: dict[str, Any] = {"source": source_name, "file": label, **result.counts}
-    if rejected_rows and not dry_run:
-        row["rejects_file"] = str(target)
-        result.messages.append(f"rejected rows written to {target}")
-    result.rows = [row]
-    return result
 
 
 def _reject(
