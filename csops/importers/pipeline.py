@@ -17,18 +17,46 @@ if the reader dies, the run fails with what was committed so far, as after a kil
 from __future__ import annotations
 
 import os
+import pickle
 import signal
+import struct
 import threading
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import suppress
-from multiprocessing.connection import Connection
 from typing import Any
 
 from csops import db as dbmod
 from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
 from csops.importers.store import OrderStore
+
+
+class _Pipe:
+    """Length-prefixed pickles over one end of an ``os.pipe`` (blocking: a full pipe makes
+    the sender wait, which bounds memory to about one batch in flight)."""
+
+    def __init__(self, fd: int, mode: str) -> None:
+        self.file = os.fdopen(fd, mode)
+
+    def send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.file.write(struct.pack("<Q", len(data)))
+        self.file.write(data)
+        self.file.flush()
+
+    def recv(self) -> Any:
+        head = self.file.read(8)
+        if len(head) < 8:
+            raise EOFError
+        size = struct.unpack("<Q", head)[0]
+        data = self.file.read(size)
+        if len(data) < size:
+            raise EOFError
+        return pickle.loads(data)
+
+    def close(self) -> None:
+        self.file.close()
 
 
 class ReaderFailed(RuntimeError):
@@ -46,7 +74,7 @@ def _read(
     db_path: str,
     batch_size: int,
     bytes_read: Callable[[], int],
-    out: Connection,
+    out: _Pipe,
 ) -> None:
     """The reader's loop: one message per batch of orders (or of rejects), then "end"."""
     conn = dbmod.connect(db_path, readonly=True, migrate=False)
@@ -108,7 +136,7 @@ def run(
         try:
             os.close(r)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
-            out = Connection(w, readable=False)
+            out = _Pipe(w, "wb")
             try:
                 _read(items, db_path, store.batch_size, bytes_read, out)
             except CsopsError as exc:
@@ -122,7 +150,7 @@ def run(
         finally:
             os._exit(code)
     os.close(w)
-    inp = Connection(r, writable=False)
+    inp = _Pipe(r, "rb")
     done = 0
     finished = False
     try:
