@@ -28,12 +28,12 @@ Row = dict[str, str]
 
 
 # An order as the store writes it: (platform, external_id, values, customer, items), where
-# values = ORDER_VALUES below, customer = (email, phone, name, platform_buyer_id) and items =
+# values = (number, email, status, currency, subtotal, shipping, tax, discount, total, refunded,
+# tags, created_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at) in minor units
+# and stored times, customer = (email, phone, name, platform_buyer_id) and items =
 # [(line_no, sku, name, quantity, unit_price_minor, total_minor)]: plain tuples, cheap to build,
 # to hash and to send between processes.
 Compact = tuple[str, str, tuple[Any, ...], tuple[Any, ...], list[tuple[Any, ...]]]
-# values: number, email, status, currency, subtotal, shipping, tax, discount, total, refunded,
-# tags, created_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at
 
 
 def compact(order: Order) -> Compact:
@@ -69,7 +69,8 @@ def compact(order: Order) -> Compact:
 
 
 def expand(data: Compact) -> Order:
-    """The :class:`Order` of a compact order (``compact(expand(d)) == d``)."""
+    """The :class:`Order` of a compact order (``compact(expand(d)) == d`` when the values'
+    email is the customer's, as every parser makes them)."""
     platform, external_id, v, c, items = data
     order = Order(
         platform=platform,

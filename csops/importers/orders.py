@@ -131,9 +131,8 @@ class BulkLoad:
         self.size = size
         self.minimum = minimum
         self.deferred: list[str] = []
-        self.stored_before = ctx.conn.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()[
-            0
-        ]
+        row = ctx.conn.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()
+        self.stored_before = row[0]  # ids are dense: max(id) ~ how many orders are stored
 
     def after_flush(self) -> None:
         if self.deferred or not self.minimum:
