@@ -3,6 +3,7 @@ rebuilt after it (also after a kill -9), and the same stored rows as the sequent
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sqlite3
@@ -183,3 +184,39 @@ def test_indexes_set_aside_by_a_live_process_stay_aside_until_it_is_gone(tmp_pat
     db.connect(path).close()
     assert rows(path, "SELECT name FROM deferred_indexes") == []
     assert rows(path, "SELECT sql FROM sqlite_master WHERE name = 'idx_orders_created'") == [(sql,)]
+
+
+def test_a_killed_reader_process_fails_the_run_in_one_line_and_keeps_what_was_committed(
+    workspace, tmp_path
+):
+    src = write_shopify(tmp_path / "export.csv", gen_orders(3000, seed=8))
+    workspace.set_config(
+        "[import]\nbatch_size = 20\nbulk_load_min_orders = 40\nreader_process_min_bytes = 0\n"
+    )
+    proc = workspace.popen("import", "orders", "--from", "shopify-csv", str(src))
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 30
+    reader = None
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            started = rows(workspace.db_path, "SELECT count(*) FROM orders")[0][0] > 0
+            pids = children.read_text().split()
+        except (sqlite3.OperationalError, OSError):
+            started, pids = False, []
+        if started and pids:
+            reader = int(pids[0])
+            break
+        time.sleep(0.005)
+    assert reader is not None, "the import never started writing through a reader process"
+    os.kill(reader, signal.SIGKILL)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "reader process ended without finishing" in err.decode()
+    assert "Traceback" not in err.decode()
+    assert rows(workspace.db_path, INDEXES) == fresh_indexes(tmp_path)
+    assert rows(workspace.db_path, "SELECT * FROM deferred_indexes") == []
+    committed = rows(workspace.db_path, "SELECT count(*) FROM orders")[0][0]
+    again = workspace.run("import", "orders", "--from", "shopify-csv", str(src), "--json")
+    assert again.code == 0, again.stderr
+    assert again.json()[0]["unchanged"] == committed
+    assert again.json()[0]["inserted"] == 3000 - committed

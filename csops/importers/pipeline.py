@@ -60,7 +60,13 @@ class _Pipe:
 
 
 class ReaderFailed(RuntimeError):
-    """The reader process crashed or vanished (a bug or a kill, not bad input)."""
+    """The reader process failed with an unexpected exception (a bug, not bad input)."""
+
+
+class ReaderGone(CsopsError):
+    """The reader process vanished (killed, out of memory): exit 1, what was committed stays."""
+
+    code = "reader_gone"
 
 
 def available() -> bool:
@@ -158,7 +164,10 @@ def run(
             try:
                 msg = inp.recv()
             except EOFError:
-                raise ReaderFailed("the reader process ended without finishing") from None
+                raise ReaderGone(
+                    "the import's reader process ended without finishing (killed?); the orders "
+                    "committed so far stay: run the import again"
+                ) from None
             kind = msg[0]
             if kind == "error":
                 _, cls, message, attrs = msg
