@@ -223,7 +223,9 @@ class Runs:
 WHAT = {
     "csops": "csops import orders: decode, split, validate every cell, exact money, UTC times,"
     " group rows into orders, hash, match/create customers, upsert orders (11 indexes) +"
-    " order_items (2) + customers (3), batched BEGIN IMMEDIATE transactions",
+    " order_items (2) + customers (3), batched BEGIN IMMEDIATE transactions; a reader process"
+    " parses while the writer writes, and a bulk load builds the 11 non-unique indexes once at"
+    " the end (CPU = both processes)",
     "raw": "raw sqlite3: csv.reader + one executemany of 10 text cells per CSV row into ONE"
     " table with one UNIQUE index, one transaction; no parsing, no customers, no items table",
     "schema": "raw sqlite3, csops schema (not a target): the rows csops stores (customers,"

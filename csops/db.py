@@ -9,12 +9,14 @@ the busy timeout. Schema changes are applied on open (:mod:`csops.migrations`).
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from csops.errors import ConfigError, CsopsError
 
@@ -64,6 +66,10 @@ def connect(
         from csops.migrations import migrate as run_migrations
 
         run_migrations(conn)
+        # an import killed midway left indexes set aside: rebuild them once its process is gone
+        # (busy or read-only: the next connection, or the next import, does it)
+        with suppress(sqlite3.Error):
+            restore_deferred_indexes(conn)
     return conn
 
 
@@ -207,3 +213,102 @@ def _sweep_dead_partials(final: Path) -> None:
             partial.unlink(missing_ok=True)
         except PermissionError:
             continue  # alive, someone else's
+
+
+# ---------------------------------------------------------------- bulk loads
+
+_OWNED: set[str] = set()  # run ids whose index deferrals this process holds
+
+
+def defer_indexes(
+    conn: sqlite3.Connection, tables: tuple[str, ...], run_id: str, now: str
+) -> list[str]:
+    """Drop the non-unique secondary indexes of ``tables`` for a bulk load; returns their names.
+
+    Building an index once over loaded rows (a sort) is far cheaper than maintaining it row by
+    row. Each dropped index is recorded in ``deferred_indexes`` in the same transaction as its
+    DROP, so a loader killed before :func:`restore_deferred_indexes` leaves the record behind:
+    the next connection that finds its owner dead (or the next import) rebuilds them. Unique
+    indexes stay: they enforce keys. Readers meanwhile get the same answers, only slower.
+    """
+    host = socket.gethostname()
+    names: list[str] = []
+    _OWNED.add(run_id)
+    with write(conn):
+        for table in tables:
+            for _seq, name, unique, origin, *_ in conn.execute(
+                f"PRAGMA index_list({table})"
+            ).fetchall():
+                if unique or origin != "c":
+                    continue
+                sql = conn.execute(
+                    "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = ?", (name,)
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT OR REPLACE INTO deferred_indexes (name, tbl, sql, owner_pid, "
+                    "owner_host, run_id, dropped_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, table, sql, os.getpid(), host, run_id, now),
+                )
+                conn.execute(f'DROP INDEX "{name}"')
+                names.append(name)
+    return names
+
+
+def _owner_alive(pid: int, host: str, run_id: str | None) -> bool:
+    if host != socket.gethostname():
+        return True  # cannot tell from here: the next import on that host rebuilds them
+    if pid == os.getpid():
+        return run_id in _OWNED
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def restore_deferred_indexes(
+    conn: sqlite3.Connection, *, run_id: str | None = None, force: bool = False
+) -> list[str]:
+    """Rebuild indexes set aside by :func:`defer_indexes`; returns the names rebuilt.
+
+    With ``run_id``: that run's (the loader finishing). With ``force``: all of them (a new
+    loader holding the job lock knows no other is running). Otherwise only those whose loader
+    process is dead (every :func:`connect` checks this, so a killed import heals itself).
+    """
+    try:
+        pending = conn.execute(
+            "SELECT name, owner_pid, owner_host, run_id FROM deferred_indexes"
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return []  # an unmigrated database: nothing can have been deferred
+    if not pending:
+        return []
+
+    def chosen(row: Any) -> bool:
+        if force:
+            return True
+        if run_id is not None:
+            return row[3] == run_id
+        return not _owner_alive(row[1], row[2], row[3])
+
+    if not any(chosen(r) for r in pending):
+        return []
+    rebuilt: list[str] = []
+    with write(conn):  # read again under the write lock: another process may have restored
+        for row in conn.execute(
+            "SELECT name, owner_pid, owner_host, run_id, sql FROM deferred_indexes"
+        ).fetchall():
+            if not chosen(row):
+                continue
+            present = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (row[0],)
+            ).fetchone()
+            if present is None:
+                conn.execute(row[4])
+                rebuilt.append(row[0])
+            conn.execute("DELETE FROM deferred_indexes WHERE name = ?", (row[0],))
+    if run_id is not None:
+        _OWNED.discard(run_id)
+    return rebuilt

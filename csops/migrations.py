@@ -323,6 +323,23 @@ CREATE TABLE scheduler_heartbeat (
 CREATE INDEX idx_scheduler_heartbeat_beat ON scheduler_heartbeat(beat_at)
 """,
     ),
+    # import: secondary indexes set aside during a bulk load, so that a loader killed midway
+    # leaves a record of what to rebuild (db.restore_deferred_indexes)
+    Step(
+        61,
+        "deferred_indexes: indexes dropped for a bulk load, rebuilt after it",
+        """
+CREATE TABLE deferred_indexes (
+    name TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    sql TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_host TEXT NOT NULL,
+    run_id TEXT,
+    dropped_at TEXT NOT NULL
+)
+""",
+    ),
     Step(
         80,
         "outbox outcome journal (a reply, recorded in one small row before the next exchange)",

@@ -16,15 +16,86 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from datetime import datetime, timezone, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
 from typing import IO, Any
 
 from csops.csvio import open_text
 from csops.errors import InputError, UsageError
-from csops.model import Order, currency_exponent, to_minor, valid_currency
+from csops.model import Customer, Order, OrderItem, currency_exponent, to_minor, valid_currency
 
 Row = dict[str, str]
+
+
+# An order as the store writes it: (platform, external_id, values, customer, items), where
+# values = (number, email, status, currency, subtotal, shipping, tax, discount, total, refunded,
+# tags, created_at, paid_at, shipped_at, delivered_at, cancelled_at, refunded_at) in minor units
+# and stored times, customer = (email, phone, name, platform_buyer_id) and items =
+# [(line_no, sku, name, quantity, unit_price_minor, total_minor)]: plain tuples, cheap to build,
+# to hash and to send between processes.
+Compact = tuple[str, str, tuple[Any, ...], tuple[Any, ...], list[tuple[Any, ...]]]
+
+
+def compact(order: Order) -> Compact:
+    c = order.customer
+    return (
+        order.platform,
+        order.external_id,
+        (
+            order.number,
+            c.email,
+            order.status,
+            order.currency,
+            order.subtotal_minor,
+            order.shipping_minor,
+            order.tax_minor,
+            order.discount_minor,
+            order.total_minor,
+            order.refunded_minor,
+            order.tags,
+            order.created_at,
+            order.paid_at,
+            order.shipped_at,
+            order.delivered_at,
+            order.cancelled_at,
+            getattr(order, "refunded_at", None),
+        ),
+        (c.email, c.phone, c.name, c.platform_buyer_id),
+        [
+            (i.line_no, i.sku, i.name, i.quantity, i.unit_price_minor, i.total_minor)
+            for i in order.items
+        ],
+    )
+
+
+def expand(data: Compact) -> Order:
+    """The :class:`Order` of a compact order (``compact(expand(d)) == d`` when the values'
+    email is the customer's, as every parser makes them)."""
+    platform, external_id, v, c, items = data
+    order = Order(
+        platform=platform,
+        external_id=external_id,
+        number=v[0],
+        status=v[2],
+        currency=v[3],
+        created_at=v[11],
+        customer=Customer(email=c[0], phone=c[1], name=c[2], platform_buyer_id=c[3]),
+        subtotal_minor=v[4],
+        shipping_minor=v[5],
+        tax_minor=v[6],
+        discount_minor=v[7],
+        total_minor=v[8],
+        refunded_minor=v[9],
+        paid_at=v[12],
+        shipped_at=v[13],
+        delivered_at=v[14],
+        cancelled_at=v[15],
+        tags=v[10],
+        items=[OrderItem(*i) for i in items],
+    )
+    if v[16] is not None:
+        order.refunded_at = v[16]  # type: ignore[attr-defined]
+    return order
 
 
 class FieldError(ValueError):
@@ -82,6 +153,12 @@ class CsvFormat:
     key_column: str | None = None
     key_cell: Callable[[str], str] | None = None
     id_column: str | None = None
+    # Optional, for speed: given the header, a parse_group for rows as cell lists in header
+    # order returning the order in compact form (same values, same errors), so neither a row
+    # dict (built only if the order is rejected) nor an Order object is made.
+    cell_parser: (
+        Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]] | None
+    ) = None
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.
@@ -104,6 +181,7 @@ class PendingOrder:
     fmt: CsvFormat
     env: ParseEnv
     header: list[str] | None = None
+    parser: Callable[[list[tuple[int, Any]], ParseEnv], Compact] | None = None  # for cell lists
 
     @property
     def rows(self) -> list[tuple[int, Row]]:
@@ -117,6 +195,16 @@ class PendingOrder:
         order = self.fmt.parse_group(self.rows, self.env)
         order.external_id = self.external_id
         return order
+
+    def parse_compact(self) -> Compact:
+        """:meth:`parse` in compact form; from the cells, without row dicts, where the format
+        has a cell parser."""
+        if self.parser is None or self.header is None:
+            return compact(self.parse())
+        data = self.parser(self.cells, self.env)
+        if data[1] != self.external_id:
+            data = (data[0], self.external_id, *data[2:])
+        return data
 
     def reject(self, exc: FieldError) -> GroupReject:
         first = self.cells[0][0]
@@ -183,6 +271,18 @@ _TIME_FORMATS = (
 )
 
 
+# "-0500" -> (its timedelta,), or () when it is not a valid offset
+_OFFSETS: dict[str, tuple[timedelta, ...]] = {}
+
+
+def _offset(text: str) -> tuple[timedelta, ...]:
+    try:
+        off = datetime.fromisoformat(f"2000-01-01T00:00:00{text[:3]}:{text[3:]}").utcoffset()
+    except ValueError:
+        return ()
+    return (off,) if off is not None else ()
+
+
 def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None:
     """A timestamp cell → stored UTC ISO; blank → None; naive values are read in ``env.tz``."""
     if not value:
@@ -197,7 +297,25 @@ def parse_time(value: str, env: ParseEnv, fld: str, fmt: str = "") -> str | None
         return None
     dt: datetime | None = None
     if not fmt and len(text) == 25 and text[19] == " " and text[20] in "+-":
-        # Shopify's "2024-03-05 14:02:11 -0500": the common case, parsed without strptime
+        # Shopify's "2024-03-05 14:02:11 -0500": the common case, by subtracting the offset
+        off = _OFFSETS.get(text[20:])
+        if off is None and len(_OFFSETS) < 1000:
+            off = _OFFSETS[text[20:]] = _offset(text[20:])
+        if off:
+            try:
+                local = datetime.fromisoformat(text[:19])
+            except ValueError:
+                local = None
+            if local is not None and local.tzinfo is None and not local.microsecond:
+                if not 1990 <= local.year <= 2100:
+                    raise FieldError(
+                        fld, f"date out of range: {text[:40]!r}", "a year between 1990 and 2100"
+                    )
+                out = (local - off[0]).isoformat() + "Z"
+                if len(cache) >= _CACHE_MAX:
+                    cache.clear()
+                cache[key] = out
+                return out
         try:
             dt = datetime.fromisoformat(f"{text[:19]}{text[20:23]}:{text[23:]}")
         except ValueError:
@@ -519,59 +637,69 @@ def iter_records(
         offset = 0
         done = 0  # records the reader has consumed (the header was read before it)
         while True:
+            error = None
             try:
-                values = next(reader)
-                error = None
-            except StopIteration:
+                # rows come from this loop; a csv.Error leaves it and re-enters it below
+                for values in reader:
+                    number = done + 2  # the record this row starts on (the header is 1)
+                    done = reader.line_num
+                    while offsets and offsets[0][0] <= number:
+                        offset = offsets.popleft()[1]
+                    start = number + offset
+                    if unterminated and number in unterminated:
+                        unterminated.discard(number)
+                        yield GroupReject(
+                            start,
+                            "unterminated quoted field",
+                            expected=f'a closing " within {env.field_size_limit} characters',
+                            rows=[(start, [])],
+                        )
+                        continue
+                    if len(values) != width:
+                        if not values or not (values[0].strip() or any(v.strip() for v in values)):
+                            continue
+                        yield GroupReject(
+                            start,
+                            f"{len(values)} columns where the header has {width}",
+                            expected=f"{width} columns",
+                            rows=[(start, values)],
+                        )
+                        continue
+                    if not values[0].strip() and not any(v.strip() for v in values):
+                        continue
+                    if layout.has_nul:
+                        row: Any = values
+                        if not as_values or any("\x00" in v for v in values):
+                            row = dict(zip(header, values, strict=False))
+                        if type(row) is dict:
+                            bad = next((k for k, v in row.items() if "\x00" in v), None)
+                            if bad is not None:
+                                yield GroupReject(
+                                    start,
+                                    "NUL byte in cell",
+                                    field=bad,
+                                    expected="text",
+                                    rows=[(start, row)],
+                                )
+                                continue
+                        yield start, row
+                    elif as_values:
+                        yield start, values
+                    else:
+                        yield start, dict(zip(header, values, strict=False))
                 return
             except UnicodeDecodeError as exc:
                 raise decode_failure(exc, layout.lines + 1) from None
             except csv.Error as exc:
-                values = None
                 error = str(exc)
-            number = done + 2  # the record this row starts on (the header is record 1)
+            number = done + 2
             done = reader.line_num
             while offsets and offsets[0][0] <= number:
                 offset = offsets.popleft()[1]
             start = number + offset
-            if error is not None:
-                if "field larger than field limit" in error:
-                    error = f"field longer than the limit of {env.field_size_limit} characters"
-                yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
-                continue
-            if unterminated and number in unterminated:
-                unterminated.discard(number)
-                yield GroupReject(
-                    start,
-                    "unterminated quoted field",
-                    expected=f'a closing " within {env.field_size_limit} characters',
-                    rows=[(start, [])],
-                )
-                continue
-            if not values or not (values[0].strip() or any(v.strip() for v in values)):
-                continue
-            if len(values) != width:
-                yield GroupReject(
-                    start,
-                    f"{len(values)} columns where the header has {width}",
-                    expected=f"{width} columns",
-                    rows=[(start, values)],
-                )
-                continue
-            if as_values:
-                row: Any = values
-                if layout.has_nul and any("\x00" in v for v in values):
-                    row = dict(zip(header, values, strict=False))
-            else:
-                row = dict(zip(header, values, strict=False))  # width checked above
-            if layout.has_nul and type(row) is dict:
-                bad = next((k for k, v in row.items() if "\x00" in v), None)
-                if bad is not None:
-                    yield GroupReject(
-                        start, "NUL byte in cell", field=bad, expected="text", rows=[(start, row)]
-                    )
-                    continue
-            yield start, row
+            if "field larger than field limit" in error:
+                error = f"field longer than the limit of {env.field_size_limit} characters"
+            yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
 
     return header, records()
 
@@ -681,6 +809,8 @@ def _orders_by_cells(
     seen: set[str] = set()
     group: list[tuple[int, list[str]]] = []
     key = ""
+    parser = fmt.cell_parser(header) if fmt.cell_parser is not None else None
+    salted = hashlib.blake2b(salt, digest_size=16)
 
     def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
         return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
@@ -695,12 +825,15 @@ def _orders_by_cells(
                 rows=as_dicts(group),
             )
         seen.add(key)
-        cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
-        digest = hashlib.blake2b(
-            salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
+        if len(group) == 1:
+            cells = "\x1f".join(group[0][1]) + "\x1e"
+        else:
+            cells = "".join(["\x1f".join(v) + "\x1e" for _, v in group])
+        h = salted.copy()  # = blake2b(salt + cells)
+        h.update(cells.encode("utf-8", "surrogatepass"))
+        digest = h.hexdigest()
         ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
-        return PendingOrder(platform, ext, digest, group, fmt, env, header)
+        return PendingOrder(platform, ext, digest, group, fmt, env, header, parser)
 
     for rec in recs:
         if isinstance(rec, GroupReject):

@@ -123,6 +123,13 @@ class ImportSettings:
     """``[import]``: shared by every source."""
 
     batch_size: int = 1000  # orders per write transaction
+    # a file import projected to insert at least this many orders (and at least a third of the
+    # orders already stored) sets the secondary indexes aside and rebuilds them at the end;
+    # 0 = never
+    bulk_load_min_orders: int = 20000
+    # a file at least this big (or stdin) is read and parsed by a second process while this one
+    # writes (two cores); -1 = never
+    reader_process_min_bytes: int = 1_000_000
     field_size_limit: int = 131072  # a longer CSV field rejects its row (bytes-ish)
     timezone: str = ""  # naive times in files are read here; empty = the shop's timezone
     connect_timeout: float = 5.0
@@ -136,6 +143,10 @@ class ImportSettings:
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 100000:
             raise ValueError("batch_size out of range", "1 to 100000")
+        if self.reader_process_min_bytes < -1:
+            raise ValueError("reader_process_min_bytes out of range", "-1 (never) or more")
+        if self.bulk_load_min_orders < 0:
+            raise ValueError("bulk_load_min_orders out of range", "0 (never) or more")
         if self.field_size_limit < 1024:
             raise ValueError("field_size_limit too small", "at least 1024")
         if self.connect_timeout <= 0 or self.read_timeout <= 0:

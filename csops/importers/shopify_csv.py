@@ -6,12 +6,19 @@ One row per line item; order-level cells only on an order's first row; rows grou
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any
+
 from csops.importers.base import (
+    _MONEY,
+    Compact,
     CsvFormat,
     FieldError,
     ParseEnv,
     Row,
     clean_text,
+    expand,
     normalize_email,
     parse_currency,
     parse_money,
@@ -21,7 +28,7 @@ from csops.importers.base import (
     unquote_phone,
     unwrap,
 )
-from csops.model import Customer, Order, OrderItem
+from csops.model import Order
 
 FINANCIAL = {
     "pending",
@@ -80,46 +87,122 @@ def _key(row: Row) -> str:
     return _key_cell(row.get("Name", ""))
 
 
-def _items(rows: list[tuple[int, Row]], currency: str) -> list[OrderItem]:
+# The cells the parser reads: order-level ones from an order's first row, item ones from every
+# row. Rows are read as tuples of these (a blank for a column the layout lacks), from a row dict
+# (parse_group) or straight from the CSV cells (cell_parser), so both share one parser.
+ORDER_COLUMNS = (
+    "Name",
+    "Id",
+    "Email",
+    "Financial Status",
+    "Fulfillment Status",
+    "Currency",
+    "Created at",
+    "Cancelled at",
+    "Fulfilled at",
+    "Paid at",
+    "Billing Name",
+    "Shipping Name",
+    "Phone",
+    "Billing Phone",
+    "Shipping Phone",
+    "Subtotal",
+    "Shipping",
+    "Taxes",
+    "Discount Amount",
+    "Total",
+    "Refunded Amount",
+    "Tags",
+)
+ITEM_COLUMNS = (
+    "Lineitem quantity",
+    "Lineitem price",
+    "Lineitem discount",
+    "Lineitem sku",
+    "Lineitem name",
+)
+
+
+def _text(value: str, limit: int = 500) -> str | None:
+    """``clean_text``; a cell with nothing to strip or unwrap is taken as is."""
+    if value and value[0] != "=" and value.strip() is value:  # nothing to strip or unwrap
+        return value[:limit]
+    return clean_text(value, limit)
+
+
+def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[tuple[Any, ...]]:
     """The order's line items, numbered from 1; a bad cell's FieldError carries its line.
 
     Checks per row, in this order: quantity, price (≥ 0), discount. The usual plain quantity
     cell is read without the helper calls: this runs once per export row.
     """
     out = []
-    for n, (line, row) in enumerate(rows, 1):
+    known = _MONEY.get(currency, {}).get  # cells parse_money has read before
+    for n, (line, (q, price_cell, discount_cell, sku, name)) in enumerate(rows, 1):
         try:
-            q = row.get("Lineitem quantity", "")
             if q.isdigit() and q.isascii() and len(q) < 7:
                 qty = int(q)
             else:
                 qty = parse_quantity(q, "Lineitem quantity")
-            price = parse_money(
-                row.get("Lineitem price", ""), currency, "Lineitem price", blank=None
-            )
+            price = known(price_cell)
+            if price is None:
+                price = parse_money(price_cell, currency, "Lineitem price", blank=None)
             if price < 0:
                 raise FieldError("Lineitem price", "negative price", "an amount ≥ 0")
-            discount = parse_money(row.get("Lineitem discount", ""), currency, "Lineitem discount")
-            out.append(
-                OrderItem(
-                    n,
-                    clean_text(row.get("Lineitem sku"), 200),
-                    clean_text(row.get("Lineitem name")),
-                    qty,
-                    price,
-                    price * qty - discount,
-                )
-            )
+            discount = known(discount_cell)
+            if discount is None:
+                discount = parse_money(discount_cell, currency, "Lineitem discount")
+            # _text(), inlined for the usual clean cells: this runs once per export row
+            if not (sku and sku[0] != "=" and sku.strip() is sku):
+                sku = _text(sku, 200)
+            elif len(sku) > 200:
+                sku = sku[:200]
+            if not (name and name[0] != "=" and name.strip() is name):
+                name = _text(name)
+            elif len(name) > 500:
+                name = name[:500]
+            out.append((n, sku, name, qty, price, price * qty - discount))
         except FieldError as exc:
             exc.line = exc.line or line
             raise
     return out
 
 
-def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
-    line, first = rows[0]
-    financial = unwrap(first.get("Financial Status")).lower()
-    if not financial and not unwrap(first.get("Currency")):
+def _parse(
+    line: int,
+    cells: tuple[str, ...],
+    items: list[tuple[int, tuple[str, ...]]],
+    env: ParseEnv,
+) -> Compact:
+    """One order (compact form) from its first row's ORDER_COLUMNS cells and each row's
+    ITEM_COLUMNS cells."""
+    (
+        name_cell,
+        id_cell,
+        email,
+        financial,
+        fulfillment,
+        currency_cell,
+        created_cell,
+        cancelled_cell,
+        fulfilled_cell,
+        paid_cell,
+        billing_name,
+        shipping_name,
+        phone,
+        billing_phone,
+        shipping_phone,
+        subtotal,
+        shipping,
+        taxes,
+        discount,
+        total,
+        refunded,
+        tags,
+    ) = cells
+    if financial not in FINANCIAL:  # the usual clean lower-case cell needs no unwrap
+        financial = unwrap(financial).lower()
+    if not financial and not unwrap(currency_cell):
         raise FieldError(
             "Financial Status",
             "order starts with a continuation row (order-level cells are blank)",
@@ -130,51 +213,106 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
         raise FieldError(
             "Financial Status", f"unknown status {financial[:30]!r}", ", ".join(sorted(FINANCIAL))
         )
-    fulfillment = unwrap(first.get("Fulfillment Status")).lower()
+    if fulfillment not in FULFILLMENT:
+        fulfillment = unwrap(fulfillment).lower()
     if fulfillment not in FULFILLMENT:
         raise FieldError(
             "Fulfillment Status",
             f"unknown status {fulfillment[:30]!r}",
             ", ".join(sorted(FULFILLMENT - {""})),
         )
-    currency = parse_currency(first.get("Currency", ""), "Currency", "")
-    created = parse_time(first.get("Created at", ""), env, "Created at")
+    currency = parse_currency(currency_cell, "Currency", "")
+    created = parse_time(created_cell, env, "Created at")
     if created is None:
         raise FieldError("Created at", "empty", "the order's creation time")
-    cancelled = parse_time(first.get("Cancelled at", ""), env, "Cancelled at")
-    items = _items(rows, currency)
-    fulfilled_at = parse_time(first.get("Fulfilled at", ""), env, "Fulfilled at")
-    name = clean_text(first.get("Billing Name")) or clean_text(first.get("Shipping Name"))
-    phone = (
-        unquote_phone(first.get("Phone"))
-        or unquote_phone(first.get("Billing Phone"))
-        or unquote_phone(first.get("Shipping Phone"))
-    )
-    number = _key(first)
-    order_id = unwrap(first.get("Id")) or number
-    return Order(
-        platform="shopify",
-        external_id=order_id,
-        number=number,
-        status=map_status(financial, fulfillment, cancelled is not None),
-        currency=currency,
-        created_at=created,
-        customer=Customer(
-            email=normalize_email(first.get("Email")), phone=phone or None, name=name
+    cancelled = parse_time(cancelled_cell, env, "Cancelled at") if cancelled_cell else None
+    order_items = _items(items, currency)
+    fulfilled_at = parse_time(fulfilled_cell, env, "Fulfilled at") if fulfilled_cell else None
+    name = _text(billing_name) or _text(shipping_name)
+    phone = unquote_phone(phone) or unquote_phone(billing_phone) or unquote_phone(shipping_phone)
+    number = _key_cell(name_cell)
+    order_id = unwrap(id_cell) or number
+    email = normalize_email(email)
+    known = _MONEY.get(currency, {}).get  # cells parse_money has read before (in this order)
+    subtotal_minor = known(subtotal)
+    if subtotal_minor is None:
+        subtotal_minor = parse_money(subtotal, currency, "Subtotal")
+    shipping_minor = known(shipping)
+    if shipping_minor is None:
+        shipping_minor = parse_money(shipping, currency, "Shipping")
+    tax_minor = known(taxes)
+    if tax_minor is None:
+        tax_minor = parse_money(taxes, currency, "Taxes")
+    discount_minor = known(discount)
+    if discount_minor is None:
+        discount_minor = parse_money(discount, currency, "Discount Amount")
+    total_minor = known(total)
+    if total_minor is None:
+        total_minor = parse_money(total, currency, "Total", blank=None)
+    refunded_minor = known(refunded)
+    if refunded_minor is None:
+        refunded_minor = parse_money(refunded, currency, "Refunded Amount")
+    paid = parse_time(paid_cell, env, "Paid at") if paid_cell else None
+    shipped = fulfilled_at if fulfillment in ("fulfilled", "partial") else None
+    return (
+        "shopify",
+        order_id,
+        (
+            number,
+            email,
+            map_status(financial, fulfillment, cancelled is not None),
+            currency,
+            subtotal_minor,
+            shipping_minor,
+            tax_minor,
+            discount_minor,
+            total_minor,
+            refunded_minor,
+            _text(tags),
+            created,
+            paid,
+            shipped,
+            None,  # delivered_at: the export has no delivery date (docs/formats.md)
+            cancelled,
+            None,  # refunded_at
         ),
-        subtotal_minor=parse_money(first.get("Subtotal", ""), currency, "Subtotal"),
-        shipping_minor=parse_money(first.get("Shipping", ""), currency, "Shipping"),
-        tax_minor=parse_money(first.get("Taxes", ""), currency, "Taxes"),
-        discount_minor=parse_money(first.get("Discount Amount", ""), currency, "Discount Amount"),
-        total_minor=parse_money(first.get("Total", ""), currency, "Total", blank=None),
-        refunded_minor=parse_money(first.get("Refunded Amount", ""), currency, "Refunded Amount"),
-        paid_at=parse_time(first.get("Paid at", ""), env, "Paid at"),
-        shipped_at=fulfilled_at if fulfillment in ("fulfilled", "partial") else None,
-        delivered_at=None,  # the export has no delivery date (docs/formats.md)
-        cancelled_at=cancelled,
-        tags=clean_text(first.get("Tags")),
-        items=items,
+        (email, phone or None, name, None),
+        order_items,
     )
+
+
+def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
+    """One order from its rows as dicts (header name -> cell)."""
+    line, first = rows[0]
+    return expand(
+        _parse(
+            line,
+            tuple(first.get(c) or "" for c in ORDER_COLUMNS),
+            [(n, tuple(r.get(c) or "" for c in ITEM_COLUMNS)) for n, r in rows],
+            env,
+        )
+    )
+
+
+def cell_parser(header: list[str]) -> Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]:
+    """``parse_group`` for rows given as cell lists in ``header`` order (no dict per row)."""
+    at = {h: i for i, h in enumerate(header)}
+
+    def picker(columns: tuple[str, ...]) -> Callable[[list[str]], tuple[str, ...]]:
+        idx = [at.get(c, -1) for c in columns]
+        if min(idx) >= 0:
+            return itemgetter(*idx)
+        return lambda v: tuple(v[i] if i >= 0 else "" for i in idx)
+
+    order_cells = picker(ORDER_COLUMNS)
+    item_cells = picker(ITEM_COLUMNS)
+
+    def parse(rows: list[tuple[int, list[str]]], env: ParseEnv) -> Compact:
+        return _parse(
+            rows[0][0], order_cells(rows[0][1]), [(n, item_cells(v)) for n, v in rows], env
+        )
+
+    return parse
 
 
 def _external_id(rows: list[tuple[int, Row]]) -> str:
@@ -193,4 +331,5 @@ SOURCE = CsvFormat(
     key_column="Name",
     key_cell=_key_cell,
     id_column="Id",
+    cell_parser=cell_parser,
 )

@@ -20,22 +20,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from csops import db as dbmod
-from csops.importers.base import FieldError, GroupReject, PendingOrder, normalize_phone
+from csops.importers.base import (
+    Compact,
+    FieldError,
+    GroupReject,
+    PendingOrder,
+    compact,
+    normalize_phone,
+)
 from csops.model import Order
 
-_ORDER_COLS = (
-    "number, customer_id, email, status, currency, subtotal_minor, shipping_minor, tax_minor, "
+# The columns of a compact order's values, in their order (see base.Compact).
+_VALUE_COLS = (
+    "number, email, status, currency, subtotal_minor, shipping_minor, tax_minor, "
     "discount_minor, total_minor, refunded_minor, tags, created_at, paid_at, shipped_at, "
-    "delivered_at, cancelled_at, refunded_at, content_hash, source, raw_hash"
+    "delivered_at, cancelled_at, refunded_at"
 )
+# rows are built by concatenating tuples: (id, customer, hashes, key) + values + (source, times)
 _INSERT_ORDER = (
-    f"INSERT INTO orders (id, platform, external_id, {_ORDER_COLS}, imported_at, updated_at) "
-    f"VALUES ({', '.join(['?'] * 26)})"
+    "INSERT INTO orders (id, customer_id, content_hash, raw_hash, platform, external_id, "
+    f"{_VALUE_COLS}, source, imported_at, updated_at) VALUES ({', '.join(['?'] * 26)})"
 )
 _UPDATE_ORDER = (
-    "UPDATE orders SET "
-    + ", ".join(f"{c.strip()} = ?" for c in _ORDER_COLS.split(","))
-    + ", updated_at = ? WHERE id = ?"
+    "UPDATE orders SET customer_id = ?, content_hash = ?, raw_hash = ?, "
+    + ", ".join(f"{c.strip()} = ?" for c in _VALUE_COLS.split(","))
+    + ", source = ?, updated_at = ? WHERE id = ?"
 )
 _INSERT_ITEM = (
     "INSERT INTO order_items (order_id, line_no, sku, name, quantity, unit_price_minor, "
@@ -43,33 +52,34 @@ _INSERT_ITEM = (
 )
 
 
-def fingerprint(order: Order) -> str:
+def fingerprint(order: Order | Compact) -> str:
     """A hash of every stored value of an order, its customer and its items."""
-    c = order.customer
+    _platform, _ext, v, cust, items = compact(order) if isinstance(order, Order) else order
     data = (
-        order.number,
-        order.status,
-        order.currency,
-        order.created_at,
-        order.subtotal_minor,
-        order.shipping_minor,
-        order.tax_minor,
-        order.discount_minor,
-        order.total_minor,
-        order.refunded_minor,
-        order.paid_at,
-        order.shipped_at,
-        order.delivered_at,
-        order.cancelled_at,
-        getattr(order, "refunded_at", None),
-        order.tags,
-        (c.email, c.phone, c.name, c.platform_buyer_id),
-        [
-            (i.line_no, i.sku, i.name, i.quantity, i.unit_price_minor, i.total_minor)
-            for i in order.items
-        ],
+        v[0],  # number
+        v[2],  # status
+        v[3],  # currency
+        v[11],  # created_at
+        *v[4:10],  # subtotal, shipping, tax, discount, total, refunded
+        *v[12:17],  # paid_at, shipped_at, delivered_at, cancelled_at, refunded_at
+        v[10],  # tags
+        cust,
+        items,
     )
     return hashlib.blake2b(repr(data).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+class Prepared:
+    """A file order parsed elsewhere (the reader process): its compact form and both hashes."""
+
+    __slots__ = ("content_hash", "data", "external_id", "platform", "raw_hash")
+
+    def __init__(self, data: Compact, content_hash: str | None, raw_hash: str | None) -> None:
+        self.platform = data[0]
+        self.external_id = data[1]
+        self.data = data
+        self.content_hash = content_hash
+        self.raw_hash = raw_hash
 
 
 @dataclass
@@ -97,9 +107,12 @@ class OrderStore:
     )
     # Called with a GroupReject when a file order fails to parse at write time.
     on_reject: Callable[[GroupReject], None] | None = None
+    # Called after each batch is committed (a bulk load decides there to set indexes aside).
+    after_flush: Callable[[], None] | None = None
     _orders: list[Any] = field(default_factory=list)
     _rejects: list[PendingReject] = field(default_factory=list)
     _customers: dict[tuple[str, ...], int] = field(default_factory=dict)
+    _raw_only: list[tuple[str, int]] = field(default_factory=list)  # (raw hash, order id)
     _flushing: bool = False
 
     def add(self, order: Order | PendingOrder) -> None:
@@ -112,9 +125,22 @@ class OrderStore:
         if len(self._rejects) >= self.batch_size and not self._flushing:
             self.flush()
 
-    def _parse(self, pending: PendingOrder) -> Order | None:
+    def write_prepared(
+        self,
+        writes: list[tuple[Compact, str, str]],
+        raw_only: list[tuple[str, int]],
+        unchanged: int,
+    ) -> None:
+        """Write a batch the reader process parsed: (compact order, content hash, raw hash)s,
+        orders it found unchanged (with raw hashes to refresh), in one transaction."""
+        self.counts["unchanged"] += unchanged
+        self._orders.extend(Prepared(data, h, raw) for data, h, raw in writes)
+        self._raw_only.extend(raw_only)
+        self.flush()
+
+    def _parse(self, pending: PendingOrder) -> Compact | None:
         try:
-            return pending.parse()
+            return pending.parse_compact()
         except FieldError as exc:
             if self.on_reject:
                 self.on_reject(pending.reject(exc))
@@ -129,13 +155,20 @@ class OrderStore:
                 self._classify_only(orders)
                 self._rejects = []
                 return
-            if not orders and not self._rejects and cursor is None:
+            if not orders and not self._rejects and not self._raw_only and cursor is None:
                 return
             with dbmod.write(self.conn):
                 self._write(orders)
+                if self._raw_only:
+                    self.conn.executemany(
+                        "UPDATE orders SET raw_hash = ? WHERE id = ?", self._raw_only
+                    )
+                    self._raw_only = []
                 self._write_rejects()
                 if cursor is not None:
                     save_cursor(self.conn, cursor[0], cursor[1], self.now)
+            if self.after_flush is not None:
+                self.after_flush()
         finally:
             self._flushing = False
 
@@ -198,28 +231,33 @@ class OrderStore:
 
     def _compare(
         self, item: Any, have: list[Any] | None
-    ) -> tuple[str, Order | None, str, str | None] | None:
-        """(inserted|updated|unchanged, parsed order, content hash, raw hash); None = rejected.
+    ) -> tuple[str, Compact | None, str, str | None] | None:
+        """(inserted|updated|unchanged, compact order, content hash, raw hash); None = rejected.
 
         A file order whose raw cells hash as before is unchanged without being parsed; one
         whose cells changed but whose parsed values did not (a newer layout) is unchanged too.
         """
         raw = None
-        if isinstance(item, PendingOrder):
-            raw = item.raw_hash
-            if have is not None and have[2] == raw:
-                return "unchanged", None, have[1], raw
-            order = self._parse(item)
-            if order is None:
-                return None
+        if type(item) is Prepared:
+            raw, data, h = item.raw_hash, item.data, item.content_hash
+            if h is None:
+                h = fingerprint(data)
         else:
-            order = item
-        h = fingerprint(order)
+            if isinstance(item, PendingOrder):
+                raw = item.raw_hash
+                if have is not None and have[2] == raw:
+                    return "unchanged", None, have[1], raw
+                data = self._parse(item)
+                if data is None:
+                    return None
+            else:
+                data = compact(item)
+            h = fingerprint(data)
         if have is None:
-            return "inserted", order, h, raw
+            return "inserted", data, h, raw
         if have[1] == h:
             return "unchanged", None, h, raw
-        return "updated", order, h, raw
+        return "updated", data, h, raw
 
     def _write(self, orders: list[Any]) -> None:
         """Classify a batch, then write it with one ``executemany`` per statement.
@@ -232,8 +270,8 @@ class OrderStore:
         if not orders:
             return
         existing = self._existing(orders)
-        # key -> [order id, Order, content hash, raw hash, is new]; one entry per order even if
-        # the batch holds it twice (API pages), the later version winning
+        # key -> [order id, compact order, content hash, raw hash, is new]; one entry per order
+        # even if the batch holds it twice (API pages), the later version winning
         pending: dict[tuple[str, str], list[Any]] = {}
         raw_only: list[tuple[str, int]] = []
         next_id = 0
@@ -281,46 +319,17 @@ class OrderStore:
         changed_rows: list[tuple[Any, ...]] = []
         replaced: list[tuple[int]] = []
         items: list[tuple[Any, ...]] = []
-        for (order_id, o, h, raw, is_new), cid in zip(entries, customer_ids, strict=True):
-            values = (
-                o.number,
-                cid,
-                o.customer.email,
-                o.status,
-                o.currency,
-                o.subtotal_minor,
-                o.shipping_minor,
-                o.tax_minor,
-                o.discount_minor,
-                o.total_minor,
-                o.refunded_minor,
-                o.tags,
-                o.created_at,
-                o.paid_at,
-                o.shipped_at,
-                o.delivered_at,
-                o.cancelled_at,
-                getattr(o, "refunded_at", None),
-                h,
-                source,
-            )
+        new_tail = (source, now, now)
+        changed_tail = (source, now)
+        for (order_id, data, h, raw, is_new), cid in zip(entries, customer_ids, strict=True):
+            platform, external_id, v, _cust, order_items = data
             if is_new:
-                new_rows.append((order_id, o.platform, o.external_id, *values, raw, now, now))
+                new_rows.append((order_id, cid, h, raw, platform, external_id, *v, *new_tail))
             else:
-                changed_rows.append((*values, raw, now, order_id))
+                changed_rows.append((cid, h, raw, *v, *changed_tail, order_id))
                 replaced.append((order_id,))
-            items.extend(
-                (
-                    order_id,
-                    i.line_no,
-                    i.sku,
-                    i.name,
-                    i.quantity,
-                    i.unit_price_minor,
-                    i.total_minor,
-                )
-                for i in o.items
-            )
+            key = (order_id,)
+            items.extend([key + i for i in order_items])
         if new_rows:
             conn.executemany(_INSERT_ORDER, new_rows)
         if changed_rows:
@@ -329,7 +338,7 @@ class OrderStore:
         if items:
             conn.executemany(_INSERT_ITEM, items)
 
-    def _customer_ids(self, orders: list[Order]) -> list[int | None]:
+    def _customer_ids(self, orders: list[Compact]) -> list[int | None]:
         """Each order's customer id, matching/creating customers as a per-order lookup would.
 
         Customers are matched by e-mail, else phone, else (platform, buyer id); the lowest id
@@ -339,25 +348,30 @@ class OrderStore:
         cache = self._customers
         if len(cache) > 100_000:  # bounded; never cleared mid-batch (it holds the batch's keys)
             cache.clear()
-        wanted: list[tuple[tuple[str, ...], Order, str | None] | None] = []
+        out: list[int | None] = []
+        # orders whose key is not cached yet: (index in out, key, platform,
+        # (email, phone, name, buyer id), normalized phone)
+        wanted: list[tuple[int, tuple[str, ...], str, tuple[Any, ...], str | None]] = []
         missing: dict[str, set[Any]] = {"email": set(), "phone": set(), "buyer": set()}
         for o in orders:
-            c = o.customer
-            if c.email:  # the phone is normalized later, only if this key is not cached
-                wanted.append((("email", c.email), o, None))
-                if ("email", c.email) not in cache:
-                    missing["email"].add(c.email)
-                continue
-            phone = normalize_phone(c.phone) if c.phone else None
-            if phone:
-                key = ("phone", phone)
-            elif c.platform_buyer_id:
-                key = ("buyer", o.platform, c.platform_buyer_id)
+            platform, c = o[0], o[3]
+            email = c[0]
+            if email:  # the phone is normalized later, only if this key is not cached
+                key: tuple[str, ...] = ("email", email)
+                phone = None
             else:
-                wanted.append(None)
-                continue
-            wanted.append((key, o, phone))
-            if key not in cache:
+                phone = normalize_phone(c[1]) if c[1] else None
+                if phone:
+                    key = ("phone", phone)
+                elif c[3]:
+                    key = ("buyer", platform, c[3])
+                else:
+                    out.append(None)
+                    continue
+            cid = cache.get(key)
+            out.append(cid)
+            if cid is None:
+                wanted.append((len(out) - 1, key, platform, c, phone))
                 missing[key[0]].add(key[1:] if key[0] == "buyer" else key[1])
         found = self._find_customers(missing)
         # per-batch state: customer id -> [phone, name]; phone / buyer -> lowest id given it
@@ -369,19 +383,14 @@ class OrderStore:
         updates: list[tuple[Any, ...]] = []
         next_id = 0
         now = self.now
-        out: list[int | None] = []
-        for want in wanted:
-            if want is None:
-                out.append(None)
-                continue
-            key, o, phone = want
+        for at, key, platform, c, phone in wanted:
             cid = cache.get(key)
-            if cid is not None:
-                out.append(cid)
+            if cid is not None:  # created or matched earlier in this batch
+                out[at] = cid
                 continue
-            c = o.customer
-            if key[0] == "email" and c.phone:
-                phone = normalize_phone(c.phone)
+            c_email, c_phone, c_name, c_buyer = c
+            if key[0] == "email" and c_phone:
+                phone = normalize_phone(c_phone)
             row = found.get(key)
             if key[0] == "phone":
                 mine = by_phone.get(phone)  # type: ignore[arg-type]
@@ -395,26 +404,24 @@ class OrderStore:
                 if not next_id:
                     next_id = self._next_id("customers")
                 cid, next_id = next_id, next_id + 1
-                inserts.append(
-                    (cid, c.email, phone, c.name, o.platform, c.platform_buyer_id, now, now)
-                )
-                state[cid] = [phone, c.name]
+                inserts.append((cid, c_email, phone, c_name, platform, c_buyer, now, now))
+                state[cid] = [phone, c_name]
                 if phone and phone not in by_phone:
                     by_phone[phone] = cid
-                if c.platform_buyer_id:
-                    by_buyer.setdefault((o.platform, c.platform_buyer_id), cid)
+                if c_buyer:
+                    by_buyer.setdefault((platform, c_buyer), cid)
             else:
                 cid = row[0]
                 cur = state.setdefault(cid, [row[1], row[2]])
-                if (phone and not cur[0]) or (c.name and not cur[1]):
-                    updates.append((phone, c.name, now, cid))
+                if (phone and not cur[0]) or (c_name and not cur[1]):
+                    updates.append((phone, c_name, now, cid))
                     if phone and not cur[0]:
                         cur[0] = phone
                         if by_phone.get(phone, cid + 1) > cid:
                             by_phone[phone] = cid
-                    cur[1] = cur[1] or c.name
+                    cur[1] = cur[1] or c_name
             cache[key] = cid
-            out.append(cid)
+            out[at] = cid
         if inserts:
             self.conn.executemany(
                 "INSERT INTO customers (id, email, phone, name, platform, platform_buyer_id, "

@@ -1,0 +1,196 @@
+"""Two cores for one file import: a forked reader process parses while this one writes.
+
+The reader is forked after the header was read and checked. It reads, groups and hashes rows,
+looks up (on its own read-only connection) which orders are stored with the same raw hash,
+parses the others, and sends each batch here as plain tuples: the parsed orders in compact
+form, how many were unchanged, the rejects. This process hashes the parsed values, matches
+customers and writes the batch in one short transaction exactly as the sequential path does,
+re-reading the keys under the write lock, so the counts and rows are the same; the reader's
+lookup only decides what is worth parsing (the import lock keeps every other writer of orders
+away meanwhile). The work is split so that both processes are about equally busy.
+
+Memory stays bounded: the reader blocks once a batch waits in the pipe. If this process is
+killed (kill -9), the reader's next send fails and it exits without having written anything;
+if the reader dies, the run fails with what was committed so far, as after a kill.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import threading
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from typing import Any
+
+from csops import db as dbmod
+from csops.errors import CsopsError
+from csops.importers.base import FieldError, GroupReject, PendingOrder
+from csops.importers.store import OrderStore
+
+
+class _Pipe:
+    """Length-prefixed pickles over one end of an ``os.pipe`` (blocking: a full pipe makes
+    the sender wait, which bounds memory to about one batch in flight)."""
+
+    def __init__(self, fd: int, mode: str) -> None:
+        self.file = os.fdopen(fd, mode)
+
+    def send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.file.write(struct.pack("<Q", len(data)))
+        self.file.write(data)
+        self.file.flush()
+
+    def recv(self) -> Any:
+        head = self.file.read(8)
+        if len(head) < 8:
+            raise EOFError
+        size = struct.unpack("<Q", head)[0]
+        data = self.file.read(size)
+        if len(data) < size:
+            raise EOFError
+        return pickle.loads(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class ReaderFailed(RuntimeError):
+    """The reader process failed with an unexpected exception (a bug, not bad input)."""
+
+
+class ReaderGone(CsopsError):
+    """The reader process vanished (killed, out of memory): exit 1, what was committed stays."""
+
+    code = "reader_gone"
+
+
+def available() -> bool:
+    """Forking is safe only from a single-threaded process (locks held by another thread
+    would stay locked in the child forever)."""
+    return hasattr(os, "fork") and threading.active_count() == 1
+
+
+def _read(
+    items: Iterator[PendingOrder | GroupReject],
+    db_path: str,
+    batch_size: int,
+    bytes_read: Callable[[], int],
+    out: _Pipe,
+) -> None:
+    """The reader's loop: one message per batch of orders (or of rejects), then "end"."""
+    conn = dbmod.connect(db_path, readonly=True, migrate=False)
+    lookup = OrderStore(conn, source="", run_id="", now="")
+    reads: list[GroupReject] = []
+    batch: list[PendingOrder] = []
+
+    def send() -> None:
+        existing = lookup._existing(batch) if batch else {}
+        unchanged = 0
+        raw_only: list[tuple[str, int]] = []
+        writes: list[tuple[Any, str, str]] = []
+        rejects = reads  # rejects met while reading come first, as on the sequential path
+        for p in batch:
+            have = existing.get((p.platform, p.external_id))
+            if have is not None and have[2] == p.raw_hash:
+                unchanged += 1
+                continue
+            try:
+                data = p.parse_compact()
+            except FieldError as exc:
+                rejects.append(p.reject(exc))
+                continue
+            writes.append((data, None, p.raw_hash))  # the writer hashes it
+        out.send(("batch", bytes_read(), unchanged, raw_only, writes, rejects))
+
+    for item in items:
+        if isinstance(item, GroupReject):
+            reads.append(item)
+            if len(reads) < batch_size:
+                continue
+        else:
+            batch.append(item)
+            if len(batch) < batch_size:
+                continue
+        send()
+        reads, batch = [], []
+    if reads or batch:
+        send()
+    out.send(("end", bytes_read()))
+
+
+def run(
+    items: Iterator[PendingOrder | GroupReject],
+    store: OrderStore,
+    db_path: str,
+    *,
+    bytes_read: Callable[[], int],
+    on_reject: Callable[[GroupReject], None],
+    on_progress: Callable[[int], None] | None,
+    before_fork: Callable[[], None] = lambda: None,
+) -> None:
+    """Read ``items`` in a forked process and write what it sends through ``store``."""
+    r, w = os.pipe()
+    before_fork()
+    pid = os.fork()
+    if pid == 0:  # the reader: never returns
+        code = 0
+        try:
+            os.close(r)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            out = _Pipe(w, "wb")
+            try:
+                _read(items, db_path, store.batch_size, bytes_read, out)
+            except CsopsError as exc:
+                out.send(("error", type(exc), exc.message, dict(vars(exc))))
+            except (BrokenPipeError, KeyboardInterrupt):
+                code = 1
+            except BaseException:
+                out.send(("crash", traceback.format_exc()))
+        except BaseException:
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(w)
+    inp = _Pipe(r, "rb")
+    done = 0
+    finished = False
+    try:
+        while True:
+            try:
+                msg = inp.recv()
+            except EOFError:
+                raise ReaderGone(
+                    "the import's reader process ended without finishing (killed?); the orders "
+                    "committed so far stay: run the import again"
+                ) from None
+            kind = msg[0]
+            if kind == "error":
+                _, cls, message, attrs = msg
+                exc = cls.__new__(cls)
+                Exception.__init__(exc, message)
+                exc.__dict__.update(attrs)
+                raise exc
+            if kind == "crash":
+                raise ReaderFailed(f"the reader process failed:\n{msg[1]}")
+            if on_progress is not None and msg[1] > done:
+                on_progress(msg[1] - done)
+            done = msg[1]
+            if kind == "end":
+                finished = True
+                break
+            _, _, unchanged, raw_only, writes, rejects = msg
+            for rej in rejects:
+                on_reject(rej)
+            store.write_prepared(writes, raw_only, unchanged)
+        store.flush()
+    finally:
+        inp.close()
+        if not finished:
+            with suppress(ProcessLookupError):  # the reader only reads: nothing to lose
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
