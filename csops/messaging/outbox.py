@@ -638,11 +638,13 @@ def deliver(
             marked: list[bool] = []
 
             def mark(row_id: int = cur.row["id"], marked: list[bool] = marked) -> None:
-                with dbmod.write(conn):
-                    flush()
-                    conn.execute(
-                        "UPDATE outbox SET handed_over_at=? WHERE id=?", (iso(clock()), row_id)
-                    )
+                sql = "UPDATE outbox SET handed_over_at=? WHERE id=?"
+                if pending:  # outcomes still to apply go in the same transaction
+                    with dbmod.write(conn):
+                        flush()
+                        conn.execute(sql, (iso(clock()), row_id))
+                else:  # one statement: its own transaction (autocommit)
+                    conn.execute(sql, (iso(clock()), row_id))
                 marked.append(True)
 
             overlapped = getattr(cur.channel, "overlaps_reply", False)
@@ -694,9 +696,8 @@ def deliver(
                 with dbmod.write(conn):
                     flush()
                     release(ahead[0] if ahead else None)
-            elif overlapped:
-                with dbmod.write(conn):
-                    _journal(conn, cur.row["id"], outcome, pending[-1][3])
+            elif overlapped:  # one statement: its own transaction (autocommit)
+                _journal(conn, cur.row["id"], outcome, pending[-1][3])
                 journaled.add(cur.row["id"])
             if stop:
                 break
