@@ -354,6 +354,23 @@ CREATE TABLE outbox_outcomes (
 )
 """,
     ),
+    # Steps 61 and 80 were written on two branches at once; a database that reached 80 first
+    # skipped 61. This one creates its table wherever it is missing (a no-op everywhere else).
+    Step(
+        81,
+        "deferred_indexes on databases that skipped step 61",
+        """
+CREATE TABLE IF NOT EXISTS deferred_indexes (
+    name TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    sql TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_host TEXT NOT NULL,
+    run_id TEXT,
+    dropped_at TEXT NOT NULL
+)
+""",
+    ),
 ]
 
 
