@@ -199,6 +199,23 @@ def backup(conn: sqlite3.Connection, dest: str | os.PathLike[str]) -> Path:
     return final
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` runs on this host (a zombie, killed but not reaped, does not)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, someone else's
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
 def _sweep_dead_partials(final: Path) -> None:
     """Remove partial copies left by backups that were killed (their pid no longer runs)."""
     for partial in final.parent.glob(f".{final.name}.*.tmp*"):
@@ -207,12 +224,8 @@ def _sweep_dead_partials(final: Path) -> None:
             continue
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(pid)):
             partial.unlink(missing_ok=True)
-        except PermissionError:
-            continue  # alive, someone else's
 
 
 # ---------------------------------------------------------------- bulk loads
@@ -259,13 +272,7 @@ def _owner_alive(pid: int, host: str, run_id: str | None) -> bool:
         return True  # cannot tell from here: the next import on that host rebuilds them
     if pid == os.getpid():
         return run_id in _OWNED
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def restore_deferred_indexes(

@@ -151,14 +151,9 @@ def returns_decide(
     def job(ctx):
         res = decide(ctx, return_id, decision, note, refund)
         if send and not ctx.dry_run:
-            from csops.messaging.outbox import deliver
+            from csops.messaging.outbox import deliver_into
 
-            report = deliver(ctx, kinds={"return_notice"})
-            for key, value in report.counts.items():
-                res.count(f"notices_{key}", value)
-            res.messages.extend(report.messages)
-            if report.partial:
-                res.status = "partial"
+            deliver_into(res, ctx, kinds={"return_notice"}, prefix="notices_")
         return res
 
     run_job("returns", job, fmt=fmt, dry_run=dry_run, wait=wait)

@@ -207,14 +207,9 @@ def run_check(ctx, *, day: date | None = None):
             domain=message_id_domain(ctx.config),
         )
     if breaches and alerts.channel and not ctx.dry_run:
-        from csops.messaging.outbox import deliver
+        from csops.messaging.outbox import deliver_into
 
-        report = deliver(ctx, kinds={"alert"})
-        for key, n in report.counts.items():
-            result.count(f"alerts_{key}", n)
-        result.messages.extend(report.messages)
-        if report.partial:
-            result.status = "partial"
+        deliver_into(result, ctx, kinds={"alert"}, prefix="alerts_")
     result.rows = [
         {
             "day": day.isoformat(),

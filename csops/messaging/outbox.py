@@ -169,22 +169,6 @@ def _channel_objects(config: Any) -> tuple[dict[str, Any], Callable[[str], Any]]
     return cache, get
 
 
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (killed, not yet reaped) is dead for our purpose
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport) -> None:
     """Settle ``sending`` rows left by runs that are gone (killed, crashed)."""
     from csops.messaging.channels.base import Outcome, OutMessage
@@ -202,7 +186,7 @@ def recover(ctx: Any, get_channel: Callable[[str], Any], report: DeliveryReport)
         if row["claimed_by"] == ctx.run_id:
             continue
         alive = row["run_pid"] is not None and row["run_finished"] is None
-        if alive and _pid_alive(row["run_pid"]) and row["run_pid"] != os.getpid():
+        if alive and dbmod.pid_alive(row["run_pid"]) and row["run_pid"] != os.getpid():
             continue
         if row["j_kind"] is not None:  # the reply was heard and journaled: apply it
             heard = Outcome(row["j_kind"], row["j_code"] or "", row["j_text"] or "", row["j_retry"])
@@ -732,6 +716,18 @@ def deliver(
                 with contextlib.suppress(Exception):
                     ch.close()
         stack.close()
+    return report
+
+
+def deliver_into(result: Any, ctx: Any, *, kinds: set[str], prefix: str = "") -> DeliveryReport:
+    """Deliver due messages of ``kinds`` for another job: counts join ``result`` (as
+    ``prefix`` + state), its messages too, and a failed or unknown hand-over makes it partial."""
+    report = deliver(ctx, kinds=kinds)
+    for key, value in report.counts.items():
+        result.count(f"{prefix}{key}", int(value))
+    result.messages.extend(report.messages)
+    if report.partial:
+        result.status = "partial"
     return report
 
 

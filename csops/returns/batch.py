@@ -683,14 +683,9 @@ def process_batch(ctx: Any, req: BatchRequest) -> Result:
     """
     result = _process(ctx, req)
     if req.send and not ctx.dry_run:
-        from csops.messaging.outbox import deliver
+        from csops.messaging.outbox import deliver_into
 
-        report = deliver(ctx, kinds={"return_notice"})
-        for key, value in report.counts.items():
-            result.count(f"notices_{key}", value)
-        result.messages.extend(report.messages)
-        if report.partial:
-            result.status = "partial"
+        deliver_into(result, ctx, kinds={"return_notice"}, prefix="notices_")
     return result
 
 

@@ -417,14 +417,9 @@ def send_surveys(ctx: RunContext, *, kind: str | None = None, limit: int | None 
 
 def _deliver(ctx: RunContext, result: Result, *, kinds: set[str]) -> None:
     """Hand over what is due through the outbox; its counts join ours as ``sent``, ``failed``…"""
-    from csops.messaging.outbox import deliver
+    from csops.messaging.outbox import deliver_into
 
-    report = deliver(ctx, kinds=kinds)
-    for k, v in report.counts.items():
-        result.count(k, int(v))
-    result.messages.extend(report.messages)
-    if report.partial:
-        result.status = "partial"
+    deliver_into(result, ctx, kinds=kinds)
 
 
 def deliver_alerts(ctx: RunContext) -> Result:
