@@ -21,6 +21,16 @@ from csops.result import Result
 from csops.returns.batch import COLUMNS, _amount, export_refunds, plan_notice, row_from_db
 
 DECISIONS = ("approved", "rejected")
+MONEY_COLUMNS = (
+    "refund_minor",
+    "fee_minor",
+    "shipping_refund_minor",
+    "item_minor",
+    "discount_minor",
+    "tax_minor",
+)
+# What a person's decision rewrites on the line (names are constants, never input).
+DECIDED_COLUMNS = ("decision", "decision_code", "decision_note", "decided_at", *MONEY_COLUMNS)
 PERSON_CODES = {"approved": "approved_by_person", "rejected": "rejected_by_person"}
 
 
@@ -101,15 +111,7 @@ def decide(
     if refund is not None:
         record["refund_minor"], record["fee_minor"] = _person_refund(proposal, refund)
     if decision == "rejected":
-        for col in (
-            "refund_minor",
-            "fee_minor",
-            "shipping_refund_minor",
-            "item_minor",
-            "discount_minor",
-            "tax_minor",
-        ):
-            record[col] = 0
+        record.update(dict.fromkeys(MONEY_COLUMNS, 0))
     if ctx.dry_run:
         result.rows = [row_from_db(record)]
         result.count("would_approve" if decision == "approved" else "would_reject")
@@ -122,22 +124,9 @@ def decide(
     with db.write(conn):
         _line(conn, return_ref)  # still in review now that this run holds the write lock
         conn.execute(
-            "UPDATE return_lines SET decision = ?, decision_code = ?, decision_note = ?, "
-            "decided_at = ?, refund_minor = ?, fee_minor = ?, shipping_refund_minor = ?, "
-            "item_minor = ?, discount_minor = ?, tax_minor = ? WHERE id = ?",
-            (
-                record["decision"],
-                record["decision_code"],
-                record["decision_note"],
-                record["decided_at"],
-                record["refund_minor"],
-                record["fee_minor"],
-                record["shipping_refund_minor"],
-                record["item_minor"],
-                record["discount_minor"],
-                record["tax_minor"],
-                proposal["id"],
-            ),
+            f"UPDATE return_lines SET {', '.join(f'{c} = ?' for c in DECIDED_COLUMNS)} "
+            "WHERE id = ?",
+            (*(record[c] for c in DECIDED_COLUMNS), proposal["id"]),
         )
         outbox_id = plan_notice(
             conn, config, policy, record, order_row, now, key=f"{return_ref}:{decision}"
