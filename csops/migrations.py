@@ -285,6 +285,19 @@ CREATE INDEX IF NOT EXISTS idx_conversations_imported ON conversations(imported_
 """
 
 
+DEFERRED_INDEXES = """
+CREATE TABLE deferred_indexes (
+    name TEXT PRIMARY KEY,
+    tbl TEXT NOT NULL,
+    sql TEXT NOT NULL,
+    owner_pid INTEGER NOT NULL,
+    owner_host TEXT NOT NULL,
+    run_id TEXT,
+    dropped_at TEXT NOT NULL
+)
+"""
+
+
 def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
     def apply(conn: sqlite3.Connection) -> None:
         for statement in sql.split(";"):
@@ -328,17 +341,7 @@ CREATE INDEX idx_scheduler_heartbeat_beat ON scheduler_heartbeat(beat_at)
     Step(
         61,
         "deferred_indexes: indexes dropped for a bulk load, rebuilt after it",
-        """
-CREATE TABLE deferred_indexes (
-    name TEXT PRIMARY KEY,
-    tbl TEXT NOT NULL,
-    sql TEXT NOT NULL,
-    owner_pid INTEGER NOT NULL,
-    owner_host TEXT NOT NULL,
-    run_id TEXT,
-    dropped_at TEXT NOT NULL
-)
-""",
+        DEFERRED_INDEXES,
     ),
     Step(
         80,
@@ -359,17 +362,7 @@ CREATE TABLE outbox_outcomes (
     Step(
         81,
         "deferred_indexes on databases that skipped step 61",
-        """
-CREATE TABLE IF NOT EXISTS deferred_indexes (
-    name TEXT PRIMARY KEY,
-    tbl TEXT NOT NULL,
-    sql TEXT NOT NULL,
-    owner_pid INTEGER NOT NULL,
-    owner_host TEXT NOT NULL,
-    run_id TEXT,
-    dropped_at TEXT NOT NULL
-)
-""",
+        DEFERRED_INDEXES.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
     ),
 ]
 
