@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def scale(request: pytest.FixtureRequest) -> int:
     """Multiplier for acceptance-test counts: 1 normally, 10 with --nightly."""
     return 10 if request.config.getoption("--nightly") else 1
+
+
+def wait_for(predicate, timeout: float = 30.0, step: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy and return that value; at the
+    timeout, its last (falsy) value: callers assert on what they get."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() >= deadline:
+            return value
+        time.sleep(step)
 
 
 @dataclass

@@ -6,10 +6,11 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from conftest import wait_for  # noqa: F401 - re-exported for the messaging tests
 
 HERE = Path(__file__).resolve().parent
 NOW = "2024-04-20T02:00:00Z"  # 10:00 in Asia/Shanghai: outside the default quiet hours
@@ -237,12 +238,3 @@ def finish(procs: list[subprocess.Popen], timeout: float) -> list[tuple[int, str
     with ThreadPoolExecutor(len(procs)) as pool:
         outs = list(pool.map(lambda p: p.communicate(timeout=timeout), procs))
     return [(p.returncode, err.decode()) for p, (_, err) in zip(procs, outs, strict=True)]
-
-
-def wait_for(pred, timeout: float = 30, step: float = 0.02) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_for
 
 from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
 
@@ -20,16 +21,6 @@ with job_lock(load_config(sys.argv[1]), sys.argv[2]):
     print("locked", flush=True)
     time.sleep(600)
 """
-
-
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_the_next_run_gets_the_lock_at_once_after_the_holder_is_sigkilled(workspace):
@@ -58,7 +49,7 @@ def test_the_next_run_gets_the_lock_at_once_after_the_holder_is_sigkilled(worksp
 def test_a_sigkilled_scheduler_is_replaced_by_the_next_one_without_cleanup(workspace):
     env = {"CSOPS_NOW": "2024-04-20T02:00:00Z"}
     first = workspace.popen("schedule", "run", env=env)
-    wait_for(lambda: workspace.query("SELECT run_id FROM scheduler_heartbeat"))
+    assert wait_for(lambda: workspace.query("SELECT run_id FROM scheduler_heartbeat"))
     first.send_signal(signal.SIGKILL)
     first.wait()
     second = workspace.popen("schedule", "run", env=env)

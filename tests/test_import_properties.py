@@ -26,6 +26,7 @@ from csops.importers import amazon_tsv, shopify_csv, taobao_csv
 from csops.importers.base import FieldError, GroupReject, ParseEnv, PendingOrder, read_orders
 from csops.importers.mapped_csv import build_format
 from csops.importers.settings import MappingSettings
+from csops.model import ORDER_STATUSES
 
 MAPPED = build_format(
     "fuzz",
@@ -81,16 +82,7 @@ def consume(fmt, data: bytes, encoding: str | None = None) -> tuple[int, int]:
             assert exc.message
             rejected += len(item.rows)
             continue
-        assert order.status in (
-            "pending",
-            "paid",
-            "shipped",
-            "delivered",
-            "completed",
-            "cancelled",
-            "refunded",
-            "partially_refunded",
-        )
+        assert order.status in ORDER_STATUSES
         assert isinstance(order.total_minor, int)
         ok += len(item.rows)
     return ok, rejected

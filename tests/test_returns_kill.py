@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 
+from conftest import wait_for
 from returns_helpers import batch_lines, open_db, seed_orders, write_batch
 
 NOW = "2024-06-10T10:00:00Z"
@@ -29,15 +30,6 @@ def decisions_file_ok(path, lines: int) -> bool:
 
 def decided(ws) -> int:
     return ws.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"]
-
-
-def wait_for(pred, timeout: float = 60, step: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 def outcome(ws) -> dict[str, tuple]:
@@ -78,7 +70,9 @@ def test_kill_9_during_a_batch_then_rerun_equals_an_uninterrupted_run(workspace,
         proc = workspace.popen("returns", "process", str(batch), "--out", str(out))
         # Kill at a random instant after this run has committed something: a fixed delay lands
         # before the first commit whenever the machine is loaded and start-up is slow.
-        progressed = wait_for(lambda d=done, p=proc: decided(workspace) > d or p.poll() is not None)
+        progressed = wait_for(
+            lambda d=done, p=proc: decided(workspace) > d or p.poll() is not None, timeout=60
+        )
         assert progressed, "the run made no progress in 60 s"
         time.sleep(rng.uniform(0, duration * 0.2))
         if proc.poll() is None:

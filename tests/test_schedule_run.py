@@ -9,6 +9,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_for
 
 from tests.schedule_helpers import no_leftover_processes, track  # noqa: F401
 
@@ -50,16 +51,6 @@ def release(holder: subprocess.Popen) -> None:
     holder.wait(timeout=30)
 
 
-def wait_for(predicate, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def stop(proc: subprocess.Popen, sig: int | None = signal.SIGTERM) -> tuple[int, list[dict]]:
     """Send ``sig`` (None: the signal was already sent), then wait and parse the JSON log."""
     if sig is not None:
@@ -84,7 +75,7 @@ def test_a_long_job_is_skipped_not_stacked_and_sigterm_lets_it_finish_and_be_rec
     )
     holder = hold_lock(workspace, "retention")  # the first purge waits for its lock
     sched = workspace.popen("--log-format", "json", "schedule", "run", env=scheduler_env)
-    wait_for(
+    assert wait_for(
         lambda: workspace.query(
             "SELECT 1 FROM scheduler_heartbeat WHERE running_jobs LIKE '%purge%'"
         )
@@ -118,12 +109,12 @@ def test_a_lock_held_by_a_cron_run_is_respected_and_the_loop_keeps_going(workspa
     )
     holder = hold_lock(workspace, "customers")
     sched = workspace.popen("--log-format", "json", "schedule", "run", env=scheduler_env)
-    wait_for(
+    assert wait_for(
         lambda: workspace.query("SELECT 1 FROM runs WHERE command='customers' AND exit_code=75"),
         timeout=30,
     )
     release(holder)
-    wait_for(
+    assert wait_for(
         lambda: workspace.query("SELECT 1 FROM runs WHERE command='customers' AND exit_code=0"),
         timeout=30,
     )
@@ -149,6 +140,7 @@ def test_jobs_fire_at_shop_local_midnight_under_the_injected_clock(workspace):
     # 23:59:58 in Asia/Shanghai: the local day turns in 2 s; the UTC day does not.
     sched = workspace.popen("schedule", "run", env={"CSOPS_NOW": "2024-04-20T15:59:58Z"})
     rows = wait_for(lambda: workspace.query("SELECT * FROM runs WHERE command='retention'"))
+    assert rows, "the 16:00 retention job never started"
     time.sleep(1)
     code, _ = stop(sched)
     assert code == 0
@@ -162,7 +154,7 @@ def test_jobs_fire_at_shop_local_midnight_under_the_injected_clock(workspace):
 def test_one_scheduler_per_lock_folder_and_bad_jobs_are_refused_up_front(workspace, scheduler_env):
     set_schedule(workspace, '[schedule.jobs.k]\ncommand = "retention purge"\nat = ["06:00"]\n')
     first = workspace.popen("schedule", "run", env=scheduler_env)
-    wait_for(lambda: workspace.query("SELECT 1 FROM scheduler_heartbeat"))
+    assert wait_for(lambda: workspace.query("SELECT 1 FROM scheduler_heartbeat"))
     second = workspace.run("schedule", "run", env=scheduler_env)
     assert second.code == 75
     assert second.stderr.count("\n") == 1 and "lock" in second.stderr
@@ -183,7 +175,7 @@ def test_a_second_sigterm_interrupts_the_running_job_instead_of_waiting(workspac
     holder = hold_lock(workspace, "retention")
     try:
         sched = workspace.popen("--log-format", "json", "schedule", "run", env=scheduler_env)
-        wait_for(
+        assert wait_for(
             lambda: workspace.query(
                 "SELECT 1 FROM scheduler_heartbeat WHERE running_jobs LIKE '%purge%'"
             )

@@ -9,6 +9,7 @@ import re
 
 import pytest
 import requests
+from conftest import wait_for
 
 from tests.surveys_helpers import (
     SIGNING_KEY,
@@ -157,9 +158,7 @@ def test_scanners_record_nothing_people_answer_and_one_click_unsubscribes_at_onc
             key=lambda r: r["address"],
         )
         # The detractor alert went out at once through the alert channel.
-        alerts = _wait_for(
-            lambda: [m for m in sink.messages if m["To"] == "care-team@shop.example"]
-        )
+        alerts = wait_for(lambda: [m for m in sink.messages if m["To"] == "care-team@shop.example"])
         assert len(alerts) == 1
         text = alerts[0].get_body(("plain",)).get_content()
         assert "#1001" in text and "parcel arrived broken" in text and "customer1@" in text
@@ -179,15 +178,3 @@ def test_scanners_record_nothing_people_answer_and_one_click_unsubscribes_at_onc
     assert sorted(m["To"] for m in new) == sorted(
         f"customer{i}@example.com" for i in range(7, n - 2)
     )
-
-
-def _wait_for(fn, timeout: float = 15.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    return fn()
