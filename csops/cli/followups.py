@@ -21,7 +21,10 @@ def followups() -> None:
 def followups_send(
     rules: tuple[str, ...], limit: int | None, dry_run: bool, wait: float | None, fmt: str | None
 ) -> None:
-    """Plan every follow-up that is due, then deliver the due outbox queue.
+    """Plan every follow-up that is due and deliver the due outbox queue.
+
+    Planning runs in the pauses of delivery (while the mail server works) and always to the
+    end: --limit caps hand-overs, never planning.
 
     Each message is planned once ever (a unique dedupe key per rule and order) and handed over
     at most once; re-running is harmless. Exit 3 when a message failed, ended unknown, or the
