@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -34,6 +35,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def scale(request: pytest.FixtureRequest) -> int:
     """Multiplier for acceptance-test counts: 1 normally, 10 with --nightly."""
     return 10 if request.config.getoption("--nightly") else 1
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 30.0, step: float = 0.02):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_for  # noqa: F401 - re-exported for the messaging tests
+from conftest import free_port, wait_for  # noqa: F401 - re-exported for the messaging tests
 
 HERE = Path(__file__).resolve().parent
 NOW = "2024-04-20T02:00:00Z"  # 10:00 in Asia/Shanghai: outside the default quiet hours
@@ -21,12 +20,6 @@ def sized(scale: int, small: int, full: int) -> int:
     """A count for an acceptance test: ``small`` in the normal suite, ACCEPTANCE.md's ``full``
     with ``--nightly`` (the ``scale`` fixture is 10 then)."""
     return full if scale > 1 else small
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Sink:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from conftest import free_port
 
 SIGNING_KEY = "test-signing-key-0123456789"
 OLD_KEY = "old-signing-key-9876543210"
@@ -34,12 +35,6 @@ trigger = "delivered"
 delay = "3d"
 send_within = "14d"
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def seed_orders(

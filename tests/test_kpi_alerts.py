@@ -187,11 +187,9 @@ def test_alerts_go_by_smtp_to_the_shop_address_once(shop):
             self.messages.append((envelope.rcpt_tos, envelope.content.decode("utf-8", "replace")))
             return "250 OK"
 
-    import socket
+    from conftest import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     ledger = Ledger()
     controller = Controller(ledger, hostname="127.0.0.1", port=port)
     controller.start()
