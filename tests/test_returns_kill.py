@@ -118,7 +118,9 @@ def test_an_overlapping_run_exits_75_and_a_waiting_one_finds_the_batch_done(work
     conn = open_db(workspace.db_path)
     orders = seed_orders(conn, 200)
     conn.close()
-    batch = write_batch(tmp_path / "batch.csv", batch_lines(orders, 1000))
+    # Long enough that the first run still holds the lock while the second starts, even when
+    # CI's other tests slow that start (1,000 lines were sometimes all decided by then).
+    batch = write_batch(tmp_path / "batch.csv", batch_lines(orders, 4000))
     first = workspace.popen("returns", "process", str(batch))
     deadline = time.monotonic() + 30
     while not workspace.query("SELECT id FROM return_batches") and time.monotonic() < deadline:
@@ -129,4 +131,4 @@ def test_an_overlapping_run_exits_75_and_a_waiting_one_finds_the_batch_done(work
     assert first.returncode == 0
     assert second.code == 75 and "another 'returns' run holds the lock" in second.stderr
     assert waited.code == 0 and "nothing new decided" in waited.stderr
-    assert workspace.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"] == 1000
+    assert workspace.query("SELECT COUNT(*) AS n FROM return_lines")[0]["n"] == 4000
