@@ -13,6 +13,7 @@ overlap-safe.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -307,6 +308,55 @@ def _exec_script(sql: str) -> Callable[[sqlite3.Connection], None]:
     return apply
 
 
+_CHECK_IN = re.compile(r"CHECK \((\w+) IN \(([^()]*)\)\)")
+
+
+def _check_lists_as_comparisons(conn: sqlite3.Connection) -> None:
+    """Rewrite every ``CHECK (col IN ('a', 'b', ...))`` as ``CHECK (col = 'a' OR ...)``.
+
+    The two accept exactly the same values, but SQLite evaluates a CHECK with an IN list by
+    building a temporary index of the list for every row written (~6 µs a row, measured: 1.39 s
+    against 0.28 s for 200,000 inserts), which made the constraint on ``orders.status`` the
+    largest single cost of inserting an order. A CHECK is not stored in the rows, so this is
+    the change SQLite documents as safe through ``writable_schema`` (lang_altertable.html, §7:
+    edit the table's SQL, bump ``schema_version`` so every connection re-reads it), done in the
+    step's own transaction.
+    """
+
+    def as_comparisons(match: re.Match[str]) -> str:
+        column, values = match.group(1), [v.strip() for v in match.group(2).split(",")]
+        return "CHECK (" + " OR ".join(f"{column} = {v}" for v in values) + ")"
+
+    changed = []
+    for name, sql in conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%CHECK (%'"
+    ).fetchall():
+        new = _CHECK_IN.sub(as_comparisons, sql)
+        if new != sql:
+            changed.append((new, name))
+    if not changed:
+        return
+    version = int(conn.execute("PRAGMA schema_version").fetchone()[0])
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        conn.executemany(
+            "UPDATE sqlite_master SET sql = ? WHERE type = 'table' AND name = ?", changed
+        )
+        conn.execute(f"PRAGMA schema_version = {version + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+
+
+# Indexes on an order's milestone times hold only the orders that reached the milestone: most
+# orders are never cancelled or refunded, and a file export rarely carries shipping times. Every
+# query on them is a range (BETWEEN, >=), which implies IS NOT NULL, so SQLite still uses them.
+PARTIAL_MILESTONE_INDEXES = "".join(
+    f"DROP INDEX IF EXISTS idx_orders_{m};\n"
+    f"CREATE INDEX idx_orders_{m} ON orders({m}_at) WHERE {m}_at IS NOT NULL;\n"
+    for m in ("paid", "shipped", "delivered", "cancelled", "refunded")
+)
+
+
 # Version ranges reserved per job while they are built in parallel (append within your range;
 # after release, always append with the next number): 1-9 foundation, 10-19 import,
 # 20-29 messaging, 30-39 surveys, 40-49 returns, 50-59 kpi, 60-69 scheduler/retention.
@@ -363,6 +413,14 @@ CREATE TABLE outbox_outcomes (
         81,
         "deferred_indexes on databases that skipped step 61",
         DEFERRED_INDEXES.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS"),
+    ),
+    Step(
+        82, "CHECK lists as comparisons (same values, no per-row list)", _check_lists_as_comparisons
+    ),
+    Step(
+        83,
+        "orders: milestone-time indexes hold only orders that reached it",
+        PARTIAL_MILESTONE_INDEXES,
     ),
 ]
 

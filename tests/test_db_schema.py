@@ -137,3 +137,74 @@ def test_migrations_from_an_empty_file_then_rerun_change_nothing(tmp_path: Path)
     rerun = again.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name").fetchall()
     assert [tuple(r) for r in rerun] == [tuple(r) for r in schema]
     assert again.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def _at_version(path: Path, version: int) -> sqlite3.Connection:
+    """A database migrated up to ``version`` only (the steps a released csops had run)."""
+    from csops import migrations
+
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    steps = [s for s in migrations.STEPS if s.version <= version]
+    original = migrations.STEPS
+    migrations.STEPS = steps
+    try:
+        migrations.migrate(conn)
+    finally:
+        migrations.STEPS = original
+    return conn
+
+
+def test_check_lists_become_comparisons_that_accept_and_refuse_the_same_values(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    old = _at_version(path, 81)
+    old.execute(
+        "INSERT INTO orders (platform, external_id, number, status, currency, created_at) "
+        "VALUES ('shopify', '1', '#1', 'paid', 'USD', '2024-01-01T00:00:00Z')"
+    )
+    before = old.execute("SELECT * FROM orders").fetchall()
+    # a connection that stays open across the migration must see the new schema
+    bystander = sqlite3.connect(str(path), isolation_level=None)
+    bystander.execute("SELECT COUNT(*) FROM orders").fetchone()
+    conn = db.connect(path)
+    assert db.schema_version(conn) == latest_version()
+    tables = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql LIKE '%CHECK%'"
+    ).fetchall()
+    assert {t[0] for t in tables} >= {"orders", "outbox", "outbox_outcomes", "surveys"}
+    for name, sql in tables:
+        assert " IN (" not in sql.upper(), (name, sql)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert [tuple(r) for r in conn.execute("SELECT * FROM orders")] == before
+    insert = (
+        "INSERT INTO orders (platform, external_id, number, status, currency, created_at) "
+        "VALUES ('shopify', ?, '#2', ?, 'USD', '2024-01-01T00:00:00Z')"
+    )
+    for c in (conn, bystander):
+        try:
+            c.execute(insert, (f"bad-{id(c)}", "shipping"))
+        except sqlite3.IntegrityError as exc:
+            assert "CHECK constraint failed" in str(exc)
+        else:
+            raise AssertionError("an unknown status was accepted")
+    for n, status in enumerate(("pending", "partially_refunded", "refunded"), 2):
+        conn.execute(insert, (str(n), status))
+    assert conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 4
+
+
+def test_milestone_indexes_hold_only_orders_that_reached_the_milestone_and_serve_ranges(
+    tmp_path: Path,
+) -> None:
+    conn = db.connect(tmp_path / "m.db")
+    for m in ("paid", "shipped", "delivered", "cancelled", "refunded"):
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE name = ?", (f"idx_orders_{m}",)
+        ).fetchone()[0]
+        assert sql.endswith(f"WHERE {m}_at IS NOT NULL"), sql
+        for where in (f"{m}_at BETWEEN ? AND ?", f"{m}_at >= ? AND {m}_at <= ?"):
+            plan = conn.execute(
+                f"EXPLAIN QUERY PLAN SELECT * FROM orders WHERE {where}", ("a", "b")
+            ).fetchall()
+            assert f"INDEX idx_orders_{m} " in plan[0][3], (where, plan[0][3])

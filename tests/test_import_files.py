@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sqlite3
 
 from import_helpers import (
     SHOPIFY_73,
@@ -469,3 +470,50 @@ def test_every_import_command_has_help_with_an_example(workspace):
         assert p.code == 0 and "Usage: " in p.stdout
         if len(args) == 2:
             assert "Example" in p.stdout and "--from" in p.stdout
+
+
+def test_orders_hashed_by_an_older_csops_are_recognized_as_unchanged(workspace, sample):
+    """Content hashes were blake2b of the values' repr before they were marshal-based: an
+    order whose raw cells no longer match (no raw hash stored) but whose values do is
+    unchanged, not rewritten; one whose stored hash matches neither is updated."""
+    import hashlib
+    from zoneinfo import ZoneInfo
+
+    import tomllib
+
+    from csops.importers.base import ParseEnv, read_orders
+    from csops.importers.shopify_csv import SOURCE
+    from csops.importers.store import _fingerprinted
+
+    path = sample / "shopify_orders_april2024.csv"
+    assert workspace.run("import", "orders", "--from", "shopify-csv", str(path)).code == 0
+    shop = tomllib.loads(workspace.config.read_text("utf-8"))["shop"]
+    env = ParseEnv(tz=ZoneInfo(shop["timezone"]), currency=shop["currency"])
+    with path.open("rb") as fh:
+        _, items = read_orders(fh, SOURCE, env, file=str(path))
+        legacy = {
+            p.external_id: hashlib.blake2b(
+                repr(_fingerprinted(p.parse_compact())).encode("utf-8", "surrogatepass"),
+                digest_size=16,
+            ).hexdigest()
+            for p in items
+        }
+    assert len(legacy) == 40
+    conn = sqlite3.connect(str(workspace.db_path))
+    stored = [r[0] for r in conn.execute("SELECT content_hash FROM orders")]
+    assert all(len(h) == 33 and h.startswith("m") for h in stored)
+    with conn:
+        conn.executemany(
+            "UPDATE orders SET content_hash = ?, raw_hash = NULL WHERE external_id = ?",
+            [(h, ext) for ext, h in legacy.items()],
+        )
+        conn.execute(
+            "UPDATE orders SET content_hash = 'f' || substr(content_hash, 2) "
+            "WHERE id = (SELECT MIN(id) FROM orders)"
+        )
+    conn.close()
+    before = workspace.query("SELECT * FROM order_items ORDER BY id")
+    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--json")
+    assert p.code == 0, p.stderr
+    assert (p.json()[0]["unchanged"], p.json()[0]["updated"]) == (39, 1)
+    assert len(workspace.query("SELECT * FROM order_items ORDER BY id")) == len(before)

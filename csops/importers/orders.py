@@ -121,6 +121,11 @@ class BulkLoad:
     """
 
     TABLES = ("orders", "order_items")
+    # WAL frames between checkpoints during a bulk load (SQLite's default is 1,000). A batch
+    # rewrites the same tail pages of every table and index; checkpointing ten times less often
+    # copies each of them to the database ten times less often (0.6 s -> 0.13 s of commits for
+    # 200,000 rows, measured), for a WAL of at most ~40 MB meanwhile.
+    CHECKPOINT_PAGES = 10_000
 
     def __init__(
         self, ctx: Any, store: OrderStore, counted: CountingReader, size: int | None, minimum: int
@@ -131,6 +136,7 @@ class BulkLoad:
         self.size = size
         self.minimum = minimum
         self.deferred: list[str] = []
+        self.checkpoint_pages: int | None = None  # the connection's own, while raised
         row = ctx.conn.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()
         self.stored_before = row[0]  # ids are dense: max(id) ~ how many orders are stored
 
@@ -145,11 +151,18 @@ class BulkLoad:
                 self.ctx.conn, self.TABLES, self.ctx.run_id, iso(self.ctx.now)
             )
             self.ctx.log.info("bulk load: %d indexes set aside until the end", len(self.deferred))
+            conn = self.ctx.conn
+            self.checkpoint_pages = int(conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            if self.checkpoint_pages > 0:
+                conn.execute(f"PRAGMA wal_autocheckpoint = {self.CHECKPOINT_PAGES}")
 
     def finish(self) -> None:
         if self.deferred:
             dbmod.restore_deferred_indexes(self.ctx.conn, run_id=self.ctx.run_id)
             self.deferred = []
+        if self.checkpoint_pages is not None:
+            self.ctx.conn.execute(f"PRAGMA wal_autocheckpoint = {self.checkpoint_pages}")
+            self.checkpoint_pages = None
 
 
 @contextmanager

