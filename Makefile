@@ -18,16 +18,16 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/demo.sh
 
 test: $(STAMP)
-	$(BIN)/ruff check csops tests bench
-	$(BIN)/ruff format --check csops tests bench
+	$(BIN)/ruff check csops tests bench scripts
+	$(BIN)/ruff format --check csops tests bench scripts
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check csops tests bench
+	$(BIN)/ruff check csops tests bench scripts
 
 format: $(STAMP)
-	$(BIN)/ruff format csops tests bench
-	$(BIN)/ruff check --fix csops tests bench
+	$(BIN)/ruff format csops tests bench scripts
+	$(BIN)/ruff check --fix csops tests bench scripts
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done

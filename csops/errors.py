@@ -89,9 +89,14 @@ class SecretMissingError(ConfigError):
 
 
 class InputError(CsopsError):
-    """An input file or record is unusable as a whole (missing columns, wrong encoding …)."""
+    """An input file is refused as a whole (missing, not the named format, undecodable …).
 
-    exit_code = ExitCode.FAILED
+    Exit 2, like any other call that cannot work as given (ACCEPTANCE.md AT-20, AT-22: a file
+    refused as a whole exits 2; 1 is left for failures the user did not cause by what they
+    passed: a remote refusing credentials, an internal error).
+    """
+
+    exit_code = ExitCode.USAGE
     code = "bad_input"
 
 

@@ -53,7 +53,7 @@ def shopify() -> None:
         name, email, phone = PEOPLE[n % len(PEOPLE)]
         lines = rng.sample(PRODUCTS, rng.choice([1, 1, 2, 3]))
         qtys = [rng.choice([1, 1, 2]) for _ in lines]
-        subtotal = sum(p[3] * q for p, q in zip(lines, qtys))
+        subtotal = sum(p[3] * q for p, q in zip(lines, qtys, strict=True))
         shipping = 0 if subtotal >= 99 else 10
         total = subtotal + shipping
         age = (datetime(2024, 4, 20, 10, tzinfo=CN) - created).days
@@ -80,7 +80,7 @@ def shopify() -> None:
             ts(created + timedelta(days=1, hours=rng.randrange(2, 20))) if fulfilled else ""
         )
         refunded = {"refunded": total, "partial_refund": lines[0][3]}.get(kind, 0)
-        for i, (p, q) in enumerate(zip(lines, qtys)):
+        for i, (p, q) in enumerate(zip(lines, qtys, strict=True)):
             r = dict.fromkeys(cols, "")
             r.update(
                 {
@@ -258,7 +258,7 @@ def conversations() -> None:
         resolved = first + timedelta(hours=rng.choice([0, 1, 2, 5, 20, 30]))
         if resolved > datetime(2024, 4, 20, 10, tzinfo=CN) or n % 11 == 7:
             resolved = None
-        name, email, _ = PEOPLE[n % len(PEOPLE)]
+        _name, email, _ = PEOPLE[n % len(PEOPLE)]
         rows.append(
             {
                 "conversation_id": f"C-24{n:03d}",

@@ -31,6 +31,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # AT-22: 300 Hypothesis examples per property in CI, 20,000 nightly. Test modules read this
+    # when they are collected (after this hook), for their module-level settings.
+    if config.getoption("--nightly", default=False):
+        os.environ.setdefault("CSOPS_FUZZ_EXAMPLES", "20000")
+
+
 @pytest.fixture(scope="session")
 def scale(request: pytest.FixtureRequest) -> int:
     """Multiplier for acceptance-test counts: 1 normally, 10 with --nightly."""

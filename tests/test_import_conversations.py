@@ -87,5 +87,5 @@ def test_a_file_that_is_not_a_conversations_export_fails_listing_the_columns(wor
     p = workspace.run(
         "import", "conversations", "--from", "csv", str(sample / "shopify_orders_export.csv")
     )
-    assert p.code == 1
+    assert p.code == 2
     assert "missing column(s) conversation_id" in p.stderr

@@ -184,7 +184,7 @@ def test_a_file_in_another_format_fails_at_once_listing_expected_and_missing_hea
     p = workspace.run(
         "import", "orders", "--from", "taobao-csv", str(sample / "shopify_orders_export.csv")
     )
-    assert p.code == 1
+    assert p.code == 2
     assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert "missing column(s) 订单编号" in p.stderr and "expected columns 订单编号" in p.stderr
     assert "shopify_orders_export.csv" in p.stderr
@@ -250,7 +250,7 @@ def test_strict_imports_nothing_when_any_row_is_bad(workspace, tmp_path):
         w.writeheader()
         w.writerows(rows)
     p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--strict")
-    assert p.code == 1
+    assert p.code == 2
     assert "nothing imported (--strict)" in p.stderr and "Lineitem quantity" in p.stderr
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
     good = write_shopify(tmp_path / "good.csv", orders[:-1])
@@ -341,7 +341,7 @@ def test_an_unknown_source_is_a_usage_error_listing_the_sources(workspace, sampl
 
 def test_a_missing_file_is_one_clear_error(workspace, tmp_path):
     p = workspace.run("import", "orders", "--from", "shopify-csv", str(tmp_path / "nope.csv"))
-    assert p.code == 1
+    assert p.code == 2
     assert "nope.csv: file not found" in p.stderr and "Traceback" not in p.stderr
 
 

@@ -218,11 +218,11 @@ def test_a_file_without_a_required_column_fails_naming_it(shop, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("return_id,order_number,quantity\nR1,#1001,1\n", encoding="utf-8")
     proc = shop.run("returns", "process", str(bad))
-    assert proc.code == 1
+    assert proc.code == 2
     assert "bad.csv:1: missing column sku" in proc.stderr
     assert "Traceback" not in proc.stderr
     missing = shop.run("returns", "process", str(tmp_path / "nope.csv"))
-    assert missing.code in (1, 2) and "Traceback" not in missing.stderr
+    assert missing.code == 2 and "Traceback" not in missing.stderr
 
 
 def test_stdin_and_json_output(shop, tmp_path):

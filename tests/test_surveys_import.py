@@ -151,13 +151,13 @@ def test_a_file_without_the_needed_columns_is_one_clear_error(shop, tmp_path, co
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
     p = shop.run("surveys", "import", str(path))
-    assert p.code == 1
+    assert p.code == 2
     assert message in p.stderr and "bad.csv" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_a_missing_file_is_exit_1_naming_it(shop, tmp_path):
+def test_a_missing_file_is_exit_2_naming_it(shop, tmp_path):
     p = shop.run("surveys", "import", str(tmp_path / "nope.csv"))
-    assert p.code == 1 and "nope.csv" in p.stderr and "file not found" in p.stderr
+    assert p.code == 2 and "nope.csv" in p.stderr and "file not found" in p.stderr
 
 
 def test_gb18030_chinese_headers_from_a_form_tool_are_read(sent, tmp_path):
