@@ -529,3 +529,90 @@ def woo_config(base: str) -> str:
         'consumer_secret_env = "CSOPS_TEST_WC_SECRET"\n'
         "page_size = 20\n"
     )
+
+
+# ---------------------------------------------------------------- AT-21: planted defects
+
+
+def shopify_line(k: int, **over: str) -> dict[str, str]:
+    """Export row ``k``: a one-item order ``#(10000 + k)``, every cell valid; ``over`` replaces
+    cells."""
+    r = dict.fromkeys(SHOPIFY_COLUMNS, "")
+    r.update(
+        {
+            "Name": f"#{10000 + k}",
+            "Email": f"b{k}@example.com",
+            "Financial Status": "paid",
+            "Fulfillment Status": "fulfilled",
+            "Currency": "USD",
+            "Subtotal": "10.00",
+            "Shipping": "0.00",
+            "Taxes": "0.00",
+            "Total": "10.00",
+            "Created at": "2024-03-01 10:00:00 -0500",
+            "Lineitem quantity": "1",
+            "Lineitem name": "Mug",
+            "Lineitem price": "10.00",
+            "Lineitem sku": "MUG",
+            "Id": str(70000 + k),
+        }
+    )
+    r.update(over)
+    return r
+
+
+# one kind of defect per entry: (cells replaced, field named in the reject or None, reason);
+# the last kind (None) is a row three columns short
+DEFECT_KINDS: list[tuple[dict[str, str], str | None, str] | None] = [
+    ({"Created at": "2024-02-30 10:00:00 -0500"}, "Created at", "not a date"),
+    ({"Lineitem quantity": "-2"}, "Lineitem quantity", "not a quantity"),
+    ({"Lineitem quantity": "abc"}, "Lineitem quantity", "not a quantity"),
+    ({"Total": "1.234,56"}, "Total", "not an amount"),
+    ({"Currency": "ZZ1"}, "Currency", "unknown currency"),
+    ({"Billing Name": "Ana\x00Bel"}, "Billing Name", "NUL byte"),
+    ({"Notes": "OVERSIZED"}, None, "longer than the limit"),
+    ({"Financial Status": "kinda_paid"}, "Financial Status", "unknown status"),
+    ({"Name": ""}, "Name", "empty"),
+    ({"Lineitem price": "9e999"}, "Lineitem price", "not an amount"),
+    None,
+]
+
+
+def write_planted_defects(
+    path: Path, rows: int = 10_000, defects: int = 99, big_field: int = 5_000_000
+) -> dict[int, tuple[str | None, str]]:
+    """AT-21 (a): a Shopify export of ``rows`` one-item orders, ``defects`` of them planted
+    with the kinds above in turn, spread evenly. One oversized cell in nine (so one per 99
+    defects) is ``big_field`` characters, the others just over the default field limit
+    (131,072). Streams; returns {file line: (field, reason fragment)} of every planted row."""
+    plants: dict[int, tuple[str | None, str]] = {}
+    at = {(i + 1) * rows // (defects + 1): i for i in range(defects)}
+    oversized = 0
+    template = [shopify_line(0)[c] for c in SHOPIFY_COLUMNS]
+    name_at, email_at, id_at = (SHOPIFY_COLUMNS.index(c) for c in ("Name", "Email", "Id"))
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(SHOPIFY_COLUMNS)
+        for k in range(rows):
+            i = at.get(k)
+            kind = DEFECT_KINDS[i % len(DEFECT_KINDS)] if i is not None else ()
+            over: dict[str, str] = {}
+            if kind is None:
+                plants[k + 2] = (None, f"columns where the header has {len(SHOPIFY_COLUMNS)}")
+            elif kind:
+                over, fld, reason = dict(kind[0]), kind[1], kind[2]
+                if over.get("Notes") == "OVERSIZED":
+                    over["Notes"] = "x" * (big_field if oversized % 9 == 0 else 140_000)
+                    oversized += 1
+                plants[k + 2] = (fld, reason)
+            if over or kind is None or not k % 1000:
+                row = [shopify_line(k, **over)[c] for c in SHOPIFY_COLUMNS]
+            else:  # the same cells as shopify_line(k), without a dict per row
+                row = template.copy()
+                row[name_at], row[email_at], row[id_at] = (
+                    f"#{10000 + k}",
+                    f"b{k}@example.com",
+                    str(70000 + k),
+                )
+            w.writerow(row[:-3] if kind is None else row)
+    return plants

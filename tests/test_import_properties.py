@@ -38,6 +38,8 @@ from csops.returns.policy import ReturnRequest
 
 EXAMPLES = int(os.environ.get("CSOPS_FUZZ_EXAMPLES") or 300)
 CLI_EXAMPLES = 25 if EXAMPLES <= 300 else 1000
+# the suite's 300 s per test holds 300 examples; larger counts get time in proportion
+pytestmark = pytest.mark.timeout(300 * max(1, EXAMPLES // 300))
 
 MAPPED = build_format(
     "fuzz",
@@ -423,3 +425,30 @@ def test_survey_answers_import_never_shows_a_traceback_and_a_rerun_changes_nothi
     path = tmp_path / "answers.bin"
     path.write_bytes(header + body)
     twice_without_a_traceback(cli_env, ["surveys", "import", str(path), "--json"], ("surveys",))
+
+
+# ---------------------------------------------------------------- bounded memory for order keys
+
+
+@FUZZ
+@given(
+    keys=st.lists(st.text(max_size=6), max_size=400),
+    in_memory=st.integers(1, 50),
+    filter_bits=st.sampled_from([8, 64, 1 << 12]),
+)
+def test_seen_keys_answers_exactly_like_a_set_however_much_it_spilled(keys, in_memory, filter_bits):
+    """A tiny in-memory part and a tiny filter force spills and false positives, which the
+    temporary file must resolve: the answers are a set's, always."""
+    from csops.importers.base import SeenKeys
+
+    seen, reference = SeenKeys(in_memory=in_memory, filter_bits=filter_bits), set()
+    try:
+        for key in keys:
+            assert (key in seen) == (key in reference), key
+            if key not in reference:
+                seen.add(key)
+                reference.add(key)
+        assert all(k in seen for k in reference)
+        assert "never-added-\x00" not in seen
+    finally:
+        seen.close()
