@@ -371,7 +371,6 @@ def _feed(
             pipeline.run(
                 items,
                 store,
-                ctx.conn.execute("PRAGMA database_list").fetchone()[2],
                 bytes_read=lambda: counted.count,
                 on_reject=on_reject,
                 on_progress=progress,

@@ -1,17 +1,20 @@
 """Two cores for one file import: a forked reader process parses while this one writes.
 
-The reader is forked after the header was read and checked. It reads, groups and hashes rows,
-looks up (on its own read-only connection) which orders are stored with the same raw hash,
-parses the others, and sends each batch here as plain tuples: the parsed orders in compact
-form, how many were unchanged, the rejects. This process hashes the parsed values, matches
+The reader is forked after the header was read and checked. It reads, groups and hashes rows
+and sends each batch's keys and raw hashes here; this process answers (on a second pipe) which
+of them it does not hold with that raw hash, and the reader parses only those and sends them
+as plain tuples: the parsed orders in compact form, how many were unchanged, the rejects. The
+answer for a batch is looked up while the reader groups the next one, so a re-import of an
+unchanged file keeps both processes busy. This process hashes the parsed values, matches
 customers and writes the batch in one short transaction exactly as the sequential path does,
-re-reading the keys under the write lock, so the counts and rows are the same; the reader's
-lookup only decides what is worth parsing (the import lock keeps every other writer of orders
-away meanwhile). The work is split so that both processes are about equally busy.
+re-reading the keys under the write lock, so the counts and rows are the same; the answer only
+decides what is worth parsing (the import lock keeps every other writer of orders away
+meanwhile).
 
-Memory stays bounded: the reader blocks once a batch waits in the pipe. If this process is
-killed (kill -9), the reader's next send fails and it exits without having written anything;
-if the reader dies, the run fails with what was committed so far, as after a kill.
+Memory stays bounded: the reader blocks once a few batches wait in the pipe, and holds at most
+two batches of its own. If this process is killed (kill -9), the reader's next send or receive
+fails and it exits without having written anything; if the reader dies, the run fails with
+what was committed so far, as after a kill.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from typing import Any
 
-from csops import db as dbmod
 from csops.errors import CsopsError
 from csops.importers.base import FieldError, GroupReject, PendingOrder
 from csops.importers.store import OrderStore
@@ -96,35 +98,37 @@ def available() -> bool:
 
 def _read(
     items: Iterator[PendingOrder | GroupReject],
-    db_path: str,
     batch_size: int,
     bytes_read: Callable[[], int],
     out: _Pipe,
+    answers: _Pipe,
 ) -> None:
-    """The reader's loop: one message per batch of orders (or of rejects), then "end"."""
-    conn = dbmod.connect(db_path, readonly=True, migrate=False)
-    lookup = OrderStore(conn, source="", run_id="", now="")
+    """The reader's loop: per batch of orders (or of rejects), first its keys and raw hashes,
+    then — once the writer has said which of them it does not hold as they are, and while it
+    looks up the next batch's — the parsed orders it asked for; then "end"."""
     reads: list[GroupReject] = []
     batch: list[PendingOrder] = []
+    asked: tuple[list[PendingOrder], list[GroupReject], int] | None = None
 
-    def send() -> None:
-        existing = lookup._existing(batch) if batch else {}
-        unchanged = 0
-        raw_only: list[tuple[str, int]] = []
-        writes: list[tuple[Any, str, str]] = []
-        rejects = reads  # rejects met while reading come first, as on the sequential path
-        for p in batch:
-            have = existing.get((p.platform, p.external_id))
-            if have is not None and have[2] == p.raw_hash:
-                unchanged += 1
-                continue
+    def settle(batch: list[PendingOrder], rejects: list[GroupReject], at: int) -> None:
+        wanted: list[int] = answers.recv()
+        writes: list[tuple[Any, str | None, str]] = []
+        for i in wanted:  # rejects met while reading stay first, as on the sequential path
+            p = batch[i]
             try:
                 data = p.parse_compact()
             except FieldError as exc:
                 rejects.append(p.reject(exc))
                 continue
             writes.append((data, None, p.raw_hash))  # the writer hashes it
-        out.send(("batch", bytes_read(), unchanged, raw_only, writes, rejects))
+        out.send(("batch", at, len(batch) - len(wanted), [], writes, rejects))
+
+    def submit() -> None:
+        nonlocal asked
+        out.send(("keys", [(p.platform, p.external_id, p.raw_hash) for p in batch]))
+        if asked is not None:
+            settle(*asked)
+        asked = (batch, reads, bytes_read())
 
     for item in items:
         if isinstance(item, GroupReject):
@@ -135,17 +139,18 @@ def _read(
             batch.append(item)
             if len(batch) < batch_size:
                 continue
-        send()
+        submit()
         reads, batch = [], []
     if reads or batch:
-        send()
+        submit()
+    if asked is not None:
+        settle(*asked)
     out.send(("end", bytes_read()))
 
 
 def run(
     items: Iterator[PendingOrder | GroupReject],
     store: OrderStore,
-    db_path: str,
     *,
     bytes_read: Callable[[], int],
     on_reject: Callable[[GroupReject], None],
@@ -154,6 +159,7 @@ def run(
 ) -> None:
     """Read ``items`` in a forked process and write what it sends through ``store``."""
     r, w = os.pipe()
+    answer_r, answer_w = os.pipe()  # the writer's answers: which orders of a batch to parse
     _widen(w)
     before_fork()
     pid = os.fork()
@@ -161,13 +167,14 @@ def run(
         code = 0
         try:
             os.close(r)
+            os.close(answer_w)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             out = _Pipe(w, "wb")
             try:
-                _read(items, db_path, store.batch_size, bytes_read, out)
+                _read(items, store.batch_size, bytes_read, out, _Pipe(answer_r, "rb"))
             except CsopsError as exc:
                 out.send(("error", type(exc), exc.message, dict(vars(exc))))
-            except (BrokenPipeError, KeyboardInterrupt):
+            except (BrokenPipeError, EOFError, KeyboardInterrupt):  # the writer is gone
                 code = 1
             except BaseException:
                 out.send(("crash", traceback.format_exc()))
@@ -176,7 +183,9 @@ def run(
         finally:
             os._exit(code)
     os.close(w)
+    os.close(answer_r)
     inp = _Pipe(r, "rb")
+    answers = _Pipe(answer_w, "wb")
     done = 0
     finished = False
     try:
@@ -197,6 +206,12 @@ def run(
                 raise exc
             if kind == "crash":
                 raise ReaderFailed(f"the reader process failed:\n{msg[1]}")
+            if kind == "keys":
+                try:
+                    answers.send(store.to_parse(msg[1]))
+                except BrokenPipeError:
+                    continue  # the reader died: its end of the other pipe says so next
+                continue
             if on_progress is not None and msg[1] > done:
                 on_progress(msg[1] - done)
             done = msg[1]
@@ -210,6 +225,8 @@ def run(
         store.flush()
     finally:
         inp.close()
+        with suppress(BrokenPipeError):
+            answers.close()
         if not finished:
             with suppress(ProcessLookupError):  # the reader only reads: nothing to lose
                 os.kill(pid, signal.SIGKILL)

@@ -111,6 +111,16 @@ class Prepared:
         self.raw_hash = raw_hash
 
 
+class _Key:
+    """An order's key, as :meth:`OrderStore._existing` reads it."""
+
+    __slots__ = ("external_id", "platform")
+
+    def __init__(self, platform: str, external_id: str, _raw: str | None = None) -> None:
+        self.platform = platform
+        self.external_id = external_id
+
+
 @dataclass
 class PendingReject:
     file: str | None
@@ -166,6 +176,18 @@ class OrderStore:
         self._orders.extend(Prepared(data, h, raw) for data, h, raw in writes)
         self._raw_only.extend(raw_only)
         self.flush()
+
+    def to_parse(self, keys: list[tuple[str, str, str]]) -> list[int]:
+        """Of a batch's (platform, external id, raw hash)s, the positions of orders not stored
+        with that raw hash: those the reader process must parse (the others are unchanged).
+        A read outside any transaction; :meth:`write_prepared` checks again under the lock."""
+        existing = self._existing([_Key(*k) for k in keys])
+        wanted = []
+        for i, (platform, external_id, raw) in enumerate(keys):
+            have = existing.get((platform, external_id))
+            if have is None or have[2] != raw:
+                wanted.append(i)
+        return wanted
 
     def _parse(self, pending: PendingOrder) -> Compact | None:
         try:
