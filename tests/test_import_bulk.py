@@ -94,6 +94,34 @@ def test_the_reader_process_stores_the_same_rows_counts_and_rejects_as_the_seque
     assert counts["inserted"] > 200 and counts["rejected"] >= 3
 
 
+def test_a_file_refused_midway_keeps_the_same_whole_batches_in_both_paths(workspace, tmp_path):
+    """Bytes that are not UTF-8 after ~300 orders: exit 2 naming the line, and the batches
+    read before them land in the forked path exactly as in the sequential one."""
+    src = tmp_path / "export.csv"
+    write_shopify(src, gen_orders(400, seed=6))
+    lines = src.read_bytes().splitlines(keepends=True)
+    src.write_bytes(b"".join(lines[:500]) + b"#BAD,\xff\xfe,oops\n" + b"".join(lines[500:]))
+    workspace.set_config("[import]\nbatch_size = 37\nreader_process_min_bytes = -1\n")
+    stored = {}
+    for mode in ("sequential", "forked"):
+        if mode == "forked":
+            workspace.replace_config(
+                "reader_process_min_bytes = -1", "reader_process_min_bytes = 0"
+            )
+        db_path = tmp_path / f"{mode}.db"
+        proc = workspace.run(
+            *("--db", str(db_path), "import", "orders", "--from", "shopify-csv", str(src)),
+            env={"CSOPS_TESTING": "1", "CSOPS_NOW": "2024-05-01T10:00:00Z"},
+        )
+        assert proc.code == 2, proc.stderr
+        # (the line named is where the undecodable block starts: at or before line 501)
+        line = int(proc.stderr.split(f"{src}:")[1].split(":")[0])
+        assert 1 < line <= 501 and "Traceback" not in proc.stderr
+        stored[mode] = rows(db_path, "SELECT external_id, content_hash FROM orders ORDER BY id")
+    assert stored["forked"] == stored["sequential"]
+    assert len(stored["forked"]) >= 37 * 3  # whole batches before the bad bytes
+
+
 def test_a_bulk_load_sets_indexes_aside_and_leaves_the_full_index_set_after_it(workspace, tmp_path):
     src = write_shopify(tmp_path / "export.csv", gen_orders(600, seed=2))
     workspace.set_config("[import]\nbatch_size = 50\nbulk_load_min_orders = 100\n")

@@ -130,19 +130,24 @@ def _read(
             settle(*asked)
         asked = (batch, reads, bytes_read())
 
-    for item in items:
-        if isinstance(item, GroupReject):
-            reads.append(item)
-            if len(reads) < batch_size:
-                continue
-        else:
-            batch.append(item)
-            if len(batch) < batch_size:
-                continue
-        submit()
-        reads, batch = [], []
-    if reads or batch:
-        submit()
+    try:
+        for item in items:
+            if isinstance(item, GroupReject):
+                reads.append(item)
+                if len(reads) < batch_size:
+                    continue
+            else:
+                batch.append(item)
+                if len(batch) < batch_size:
+                    continue
+            submit()
+            reads, batch = [], []
+        if reads or batch:
+            submit()
+    except CsopsError:  # the file is refused midway: whole batches before it still land,
+        if asked is not None:  # as on the sequential path
+            settle(*asked)
+        raise
     if asked is not None:
         settle(*asked)
     out.send(("end", bytes_read()))
