@@ -9,6 +9,7 @@ field and reason. Only a file that is not the format at all raises (:class:`Inpu
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import re
@@ -470,6 +471,28 @@ class EncodingMismatch(UsageError):
     """The bytes are not in the encoding we read them with (exit 2, nothing of the rest read)."""
 
     code = "bad_encoding"
+    encoding: str | None = None  # the codec that refused them
+
+
+def first_undecodable_line(binary: IO[bytes], encoding: str) -> int | None:
+    """The physical line holding the first byte ``encoding`` refuses, read again from the
+    start of a seekable file in blocks (the decoding reader only knows the block it was
+    decoding, which may start hundreds of lines earlier). None if it cannot tell."""
+    try:
+        binary.seek(0)
+        decoder = codecs.getincrementaldecoder(encoding)("strict")
+    except (OSError, ValueError, LookupError):
+        return None
+    line = 1
+    while block := binary.read(1 << 16):
+        try:
+            decoder.decode(block)
+        except UnicodeDecodeError as exc:
+            # exc.object is what the decoder held: a few bytes of an unfinished character
+            # (never a newline) then this block
+            return line + bytes(exc.object).count(b"\n", 0, exc.start)
+        line += block.count(b"\n")
+    return None
 
 
 def open_source(binary: IO[bytes], encoding: str | None) -> tuple[IO[str], str]:
@@ -601,13 +624,15 @@ def iter_records(
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
         hint = "gb18030" if enc.lower().startswith("utf") else "utf-8"
-        return EncodingMismatch(
+        mismatch = EncodingMismatch(
             f"bytes not valid {enc} ({exc.reason}); pass --encoding {hint} if the file is "
             f"{'a Chinese (GBK/GB18030)' if hint == 'gb18030' else 'a UTF-8'} export",
             file=file,
             line=line,
             expected=f"text in {enc}",
         )
+        mismatch.encoding = enc
+        return mismatch
 
     lines = chain.from_iterable(
         _records_text(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE, layout)

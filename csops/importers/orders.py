@@ -26,7 +26,14 @@ from csops import registry
 from csops.csvio import SafeCsvWriter
 from csops.errors import InputError, UsageError
 from csops.importers import pipeline
-from csops.importers.base import CsvFormat, GroupReject, ParseEnv, read_orders
+from csops.importers.base import (
+    CsvFormat,
+    EncodingMismatch,
+    GroupReject,
+    ParseEnv,
+    first_undecodable_line,
+    read_orders,
+)
 from csops.importers.settings import ImportSettings
 from csops.importers.store import OrderStore, PendingReject
 from csops.result import Reject, Result
@@ -226,6 +233,46 @@ def import_orders(
     stream, label, size = _open_input(path)
     if on_size:
         on_size(size)
+    try:
+        return _import_stream(
+            ctx,
+            fmt,
+            env,
+            stream,
+            label,
+            size,
+            source_name,
+            settings,
+            encoding,
+            strict,
+            on_progress,
+            rejects_path,
+            result,
+        )
+    except EncodingMismatch as exc:
+        if size is not None and exc.encoding:  # a file: name the very line of the bad bytes
+            exc.line = first_undecodable_line(stream, exc.encoding) or exc.line
+        raise
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _import_stream(
+    ctx: Any,
+    fmt: CsvFormat,
+    env: ParseEnv,
+    stream: IO[bytes],
+    label: str,
+    size: int | None,
+    source_name: str,
+    settings: ImportSettings,
+    encoding: str | None,
+    strict: bool,
+    on_progress: Progress | None,
+    rejects_path: str | None,
+    result: Result,
+) -> Result:
     if strict and not ctx.dry_run:
         if size is None:  # stdin: spool it so it can be read twice
             spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the stream below
@@ -254,25 +301,21 @@ def import_orders(
                 code="strict_rejects",
             )
         stream.seek(0)
-    try:
-        return _run_file(
-            ctx,
-            fmt,
-            env,
-            stream,
-            label,
-            source_name,
-            settings,
-            encoding,
-            on_progress,
-            rejects_path,
-            dry_run=ctx.dry_run,
-            result=result,
-            size=size,
-        )
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+    return _run_file(
+        ctx,
+        fmt,
+        env,
+        stream,
+        label,
+        source_name,
+        settings,
+        encoding,
+        on_progress,
+        rejects_path,
+        dry_run=ctx.dry_run,
+        result=result,
+        size=size,
+    )
 
 
 def _run_file(
