@@ -273,25 +273,28 @@ def _import_stream(
     rejects_path: str | None,
     result: Result,
 ) -> Result:
+    def run(source: IO[bytes], progress: Progress | None, **kw: Any) -> Result:
+        return _run_file(
+            ctx,
+            fmt,
+            env,
+            source,
+            label,
+            source_name,
+            settings,
+            encoding,
+            progress,
+            rejects_path,
+            **kw,
+        )
+
     if strict and not ctx.dry_run:
         if size is None:  # stdin: spool it so it can be read twice
             spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the stream below
             shutil.copyfileobj(stream, spool)
             spool.seek(0)
             stream = spool  # type: ignore[assignment]
-        check = _run_file(
-            ctx,
-            fmt,
-            env,
-            stream,
-            label,
-            source_name,
-            settings,
-            encoding,
-            None,
-            rejects_path,
-            dry_run=True,
-        )
+        check = run(stream, None, dry_run=True)
         if check.rejects:
             first = check.rejects[0]
             raise InputError(
@@ -301,21 +304,7 @@ def _import_stream(
                 code="strict_rejects",
             )
         stream.seek(0)
-    return _run_file(
-        ctx,
-        fmt,
-        env,
-        stream,
-        label,
-        source_name,
-        settings,
-        encoding,
-        on_progress,
-        rejects_path,
-        dry_run=ctx.dry_run,
-        result=result,
-        size=size,
-    )
+    return run(stream, on_progress, dry_run=ctx.dry_run, result=result, size=size)
 
 
 def _run_file(

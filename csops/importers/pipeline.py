@@ -121,7 +121,7 @@ def _read(
                 rejects.append(p.reject(exc))
                 continue
             writes.append((data, None, p.raw_hash))  # the writer hashes it
-        out.send(("batch", at, len(batch) - len(wanted), [], writes, rejects))
+        out.send(("batch", at, len(batch) - len(wanted), writes, rejects))
 
     def submit() -> None:
         nonlocal asked
@@ -223,10 +223,10 @@ def run(
             if kind == "end":
                 finished = True
                 break
-            _, _, unchanged, raw_only, writes, rejects = msg
+            _, _, unchanged, writes, rejects = msg
             for rej in rejects:
                 on_reject(rej)
-            store.write_prepared(writes, raw_only, unchanged)
+            store.write_prepared(writes, unchanged)
         store.flush()
     finally:
         inp.close()

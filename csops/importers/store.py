@@ -16,7 +16,7 @@ import hashlib
 import json
 import marshal
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,16 +111,6 @@ class Prepared:
         self.raw_hash = raw_hash
 
 
-class _Key:
-    """An order's key, as :meth:`OrderStore._existing` reads it."""
-
-    __slots__ = ("external_id", "platform")
-
-    def __init__(self, platform: str, external_id: str, _raw: str | None = None) -> None:
-        self.platform = platform
-        self.external_id = external_id
-
-
 @dataclass
 class PendingReject:
     file: str | None
@@ -151,7 +141,6 @@ class OrderStore:
     _orders: list[Any] = field(default_factory=list)
     _rejects: list[PendingReject] = field(default_factory=list)
     _customers: dict[tuple[str, ...], int] = field(default_factory=dict)
-    _raw_only: list[tuple[str, int]] = field(default_factory=list)  # (raw hash, order id)
     _flushing: bool = False
 
     def add(self, order: Order | PendingOrder) -> None:
@@ -164,24 +153,18 @@ class OrderStore:
         if len(self._rejects) >= self.batch_size and not self._flushing:
             self.flush()
 
-    def write_prepared(
-        self,
-        writes: list[tuple[Compact, str, str]],
-        raw_only: list[tuple[str, int]],
-        unchanged: int,
-    ) -> None:
-        """Write a batch the reader process parsed: (compact order, content hash, raw hash)s,
-        orders it found unchanged (with raw hashes to refresh), in one transaction."""
+    def write_prepared(self, writes: list[tuple[Compact, str | None, str]], unchanged: int) -> None:
+        """Write a batch the reader process parsed — (compact order, content hash, raw hash)s —
+        in one transaction; ``unchanged`` orders it left out as stored with their raw hash."""
         self.counts["unchanged"] += unchanged
         self._orders.extend(Prepared(data, h, raw) for data, h, raw in writes)
-        self._raw_only.extend(raw_only)
         self.flush()
 
     def to_parse(self, keys: list[tuple[str, str, str]]) -> list[int]:
         """Of a batch's (platform, external id, raw hash)s, the positions of orders not stored
         with that raw hash: those the reader process must parse (the others are unchanged).
         A read outside any transaction; :meth:`write_prepared` checks again under the lock."""
-        existing = self._existing([_Key(*k) for k in keys])
+        existing = self._existing((platform, ext) for platform, ext, _raw in keys)
         wanted = []
         for i, (platform, external_id, raw) in enumerate(keys):
             have = existing.get((platform, external_id))
@@ -206,15 +189,10 @@ class OrderStore:
                 self._classify_only(orders)
                 self._rejects = []
                 return
-            if not orders and not self._rejects and not self._raw_only and cursor is None:
+            if not orders and not self._rejects and cursor is None:
                 return
             with dbmod.write(self.conn):
                 self._write(orders)
-                if self._raw_only:
-                    self.conn.executemany(
-                        "UPDATE orders SET raw_hash = ? WHERE id = ?", self._raw_only
-                    )
-                    self._raw_only = []
                 self._write_rejects()
                 if cursor is not None:
                     save_cursor(self.conn, cursor[0], cursor[1], self.now)
@@ -248,12 +226,12 @@ class OrderStore:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _existing(self, orders: list[Any]) -> dict[tuple[str, str], list[Any]]:
-        """(platform, external_id) → [id, content_hash, raw_hash] of orders already stored."""
+    def _existing(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], list[Any]]:
+        """(platform, external_id) → [id, content_hash, raw_hash] of the keys already stored."""
         found: dict[tuple[str, str], list[Any]] = {}
         by_platform: dict[str, list[str]] = {}
-        for o in orders:
-            by_platform.setdefault(o.platform, []).append(o.external_id)
+        for platform, external_id in keys:
+            by_platform.setdefault(platform, []).append(external_id)
         for platform, ids in by_platform.items():
             unique = list(dict.fromkeys(ids))
             for i in range(0, len(unique), 500):
@@ -268,7 +246,7 @@ class OrderStore:
         return found
 
     def _classify_only(self, orders: list[Any]) -> None:
-        existing = self._existing(orders)
+        existing = self._existing((o.platform, o.external_id) for o in orders)
         for item in orders:
             key = (item.platform, item.external_id)
             have = existing.get(key)
@@ -320,7 +298,7 @@ class OrderStore:
         """
         if not orders:
             return
-        existing = self._existing(orders)
+        existing = self._existing((o.platform, o.external_id) for o in orders)
         # key -> [order id, compact order, content hash, raw hash, is new]; one entry per order
         # even if the batch holds it twice (API pages), the later version winning
         pending: dict[tuple[str, str], list[Any]] = {}
