@@ -108,12 +108,12 @@ def test_planted_defects_are_rejected_one_by_one_and_every_other_row_lands(works
         r = got[line]
         assert r["_field"] == (fld or ""), (line, r["_field"])
         assert reason in r["_reason"], (line, r["_reason"])
-    # every original is kept but the oversized ones: a cell past the field limit is never held
-    # in memory, so it cannot be copied either (the reject names its line)
-    kept = [r for r in got.values() if "longer than the limit" not in r["_reason"]]
-    # (a row of the wrong width is kept whole in _raw, its cells tab-separated)
-    lost = [r["_line"] for r in kept if not (r["Name"] or r["_field"] == "Name" or r["_raw"])]
-    assert not lost and len(kept) == 90, lost
+    # every original is kept: a row of the wrong width whole in _raw (cells tab-separated), an
+    # oversized one as its first 10,000 characters and its length
+    lost = [r["_line"] for r in got.values() if not _original_kept(r)]
+    assert not lost, lost
+    cut = [r for r in got.values() if "longer than the limit" in r["_reason"]]
+    assert len(cut) == 9 and all("[cut: " in r["_raw"] for r in cut)
     assert rejects.stat().st_size < 1_000_000
     assert "Traceback" not in p.stderr
 
@@ -140,3 +140,108 @@ def test_an_unbalanced_quote_costs_one_row_and_says_unterminated_quoted_field(wo
     numbers = {r["number"] for r in workspace.query("SELECT number FROM orders")}
     assert "#14999" not in numbers and "#14998" in numbers and "#15000" in numbers
     assert len(numbers) == 9_999
+
+
+def _original_kept(row: dict[str, str]) -> bool:
+    return bool(row["_raw"]) or any(v for k, v in row.items() if not k.startswith("_"))
+
+
+def _csv_line(cells: dict[str, str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow([cells[c] for c in SHOPIFY_COLUMNS])
+    return buf.getvalue()
+
+
+def _two_item_order(k: int, **second: str) -> list[str]:
+    """Order ``#(10000 + k)`` as Shopify writes two items: order cells on the first row only."""
+    first = shopify_line(k, Subtotal="20.00", Total="20.00")
+    cont = dict.fromkeys(SHOPIFY_COLUMNS, "")
+    cont.update(
+        {
+            "Name": first["Name"],
+            "Email": first["Email"],
+            "Created at": first["Created at"],
+            "Lineitem quantity": "1",
+            "Lineitem name": "Tea Towel",
+            "Lineitem price": "10.00",
+            "Lineitem sku": "TT",
+        }
+    )
+    cont.update(second)
+    return [_csv_line(first), _csv_line(cont)]
+
+
+def test_inch_marks_in_unquoted_cells_cost_no_row(workspace, tmp_path):
+    """A ``"`` inside an unquoted cell (``12" pizza``, common in titles) opens nothing: every
+    row still lands, and a real stray quote costs its own row only, not the rows up to the
+    next line with an odd number of quotes."""
+    header = ",".join(SHOPIFY_COLUMNS) + "\n"
+    rows = []
+    for k in range(40):
+        name = {5: '12" pizza stone', 9: 'pan 9" round', 20: 'ruler 30" long'}.get(k, "Mug")
+        line = _csv_line(shopify_line(k, **{"Lineitem name": "@NAME@"}))
+        rows.append(line.replace("@NAME@", name))
+    # a quote opening a cell at line 31 that a later odd line "closes" into garbage
+    rows[29] = rows[29].replace(",Mug,", ',"Mug,', 1)
+    path = tmp_path / "inches.csv"
+    path.write_text(header + "".join(rows), encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-csv", str(path), "--rejects", str(rejects), "--json"
+    )
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 39 and p.json()[0]["rejected"] == 1
+    names = {r["name"] for r in workspace.query("SELECT name FROM order_items")}
+    assert {'12" pizza stone', 'pan 9" round', 'ruler 30" long'} <= names
+    assert "#10029" not in {r["number"] for r in workspace.query("SELECT number FROM orders")}
+    with rejects.open(encoding="utf-8-sig", newline="") as fh:
+        (only,) = list(csv.DictReader(fh))
+    assert only["_line"] == "31" and only["_raw"] == rows[29].rstrip("\n")
+
+
+def test_a_bad_row_inside_an_order_rejects_the_whole_order(workspace, tmp_path):
+    """A row that cannot be read (wrong width, NUL byte, oversized cell, unreadable CSV, empty
+    order name) between rows of an order, or naming it, leaves the whole order out: never an
+    order stored with an item missing. Rows add up: imported + rejected = rows."""
+    big = "x" * 200_000
+    orders = [
+        _two_item_order(0),
+        _two_item_order(1, **{"Lineitem sku": "TT,extra"}),  # quoted: fine
+        _two_item_order(2),
+        _two_item_order(3),
+        _two_item_order(4, **{"Lineitem name": big}),
+        _two_item_order(5, **{"Lineitem name": "Tea\x00Towel"}),
+        _two_item_order(6),
+        _two_item_order(7, Name=""),  # the middle row of three: between rows of #10007
+        _two_item_order(8),
+    ]
+    orders[2][1] = orders[2][1].rstrip("\n") + ",surplus\n"  # the last row of #10002
+    orders[3][0] = orders[3][0].replace(",Mug,", ',"Mug"x,', 1)  # the first row of #10003
+    # a three-row order whose middle row is too short
+    third = _two_item_order(6)[1].replace("Tea Towel", "Napkin")
+    orders[6] = [orders[6][0], orders[6][1].rstrip("\n").rsplit(",", 3)[0] + "\n", third]
+    orders[7].append(_two_item_order(7)[1].replace("Tea Towel", "Napkin"))
+    lines = [line for order in orders for line in order]
+    path = tmp_path / "orders.csv"
+    path.write_text(",".join(SHOPIFY_COLUMNS) + "\n" + "".join(lines), encoding="utf-8")
+    rejects = tmp_path / "rejects.csv"
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-csv", str(path), "--rejects", str(rejects), "--json"
+    )
+    assert p.code == 3, p.stderr
+    stored = {
+        r["number"]: r["n"]
+        for r in workspace.query(
+            "SELECT o.number, count(i.id) n FROM orders o JOIN order_items i ON i.order_id = o.id"
+            " GROUP BY o.id"
+        )
+    }
+    assert stored == {"#10000": 2, "#10001": 2, "#10008": 2}, stored
+    out = p.json()[0]
+    assert out["inserted"] == 3 and out["inserted"] * 2 + out["rejected"] == len(lines)
+    with rejects.open(encoding="utf-8-sig", newline="") as fh:
+        got = list(csv.DictReader(fh))
+    assert len(got) == len(lines) - 6
+    assert all(_original_kept(r) for r in got)
+    whole = [r for r in got if "left out whole" in r["_reason"]]
+    assert {r["Name"] for r in whole} >= {"#10002", "#10003", "#10004", "#10005", "#10006"}

@@ -532,6 +532,7 @@ def check_header(header: list[str], fmt: CsvFormat, file: str) -> None:
         )
 
 
+_KEPT_CHARS = 10_000  # of an unreadable record's text, kept for the rejects file
 _BLOCK_CHARS = 16384  # lines are read a block at a time (in C); a decode error names its block
 
 
@@ -544,19 +545,69 @@ class _Layout:
     """
 
     offsets: deque[tuple[int, int]] = dc_field(default_factory=deque)  # (from record, offset)
-    unterminated: set[int] = dc_field(default_factory=set)  # records replaced by "\n"
+    # records replaced by "\n": record -> (its first line's text, reason, what was expected)
+    unterminated: dict[int, tuple[str, str, str]] = dc_field(default_factory=dict)
     lines: int = 0  # physical lines handed out so far
     has_nul: bool = False  # a NUL was seen: check the cells of every later row
+    delimiter: str = ","
+    width: int = 0  # columns of the header, once read: a multi-line record must have as many
+    limit: int = 131072
+    block: list[str] = dc_field(default_factory=list)  # the block being read, to quote a record
+    block_first: int = 1  # the record number of block[0]
+
+    def text_of(self, record: int) -> str:
+        """The text of a record of the current block ("" if it is gone), without its newline."""
+        at = record - self.block_first
+        if 0 <= at < len(self.block):
+            return self.block[at].rstrip("\r\n")
+        return ""
+
+    def opens_quote(self, text: str) -> bool:
+        """Whether ``text`` ends inside a quoted field by the CSV rules: a quote opens a field
+        only at the field's start, so the inch mark of ``12" pizza`` opens nothing."""
+        try:
+            for _ in csv.reader([text], delimiter=self.delimiter, strict=True):
+                pass
+        except csv.Error as exc:
+            return "unexpected end of data" in str(exc)
+        return False
+
+    def complete_row(self, text: str) -> bool:
+        """Whether a record spanning several lines reads as one well-formed row of the header's
+        width (if not, its first line was a stray quote: the lines after it are rows)."""
+        try:
+            rows = list(csv.reader([text], delimiter=self.delimiter, strict=True))
+        except csv.Error:
+            return False
+        return not self.width or (len(rows) == 1 and len(rows[0]) == self.width)
+
+
+_STRAY_QUOTE = (
+    "quote opened here does not close into a row of the header's columns",
+    'a quoted field closed by "',
+)
+
+
+def _first_open(buf: list[str], layout: _Layout) -> int:
+    """The index of the first line of ``buf`` that leaves a quoted field open, or -1."""
+    start = 0
+    while True:
+        odd = next((i for i, s in enumerate(buf[start:], start) if s.count('"') & 1), -1)
+        if odd < 0 or layout.opens_quote(buf[odd]):
+            return odd
+        start = odd + 1  # an odd number of quotes inside unquoted cells: a row of its own
 
 
 def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> Iterator[list[str]]:
     """Cut decoded text into blocks of records (one or more physical lines each).
 
-    A record continues onto the next line while a quoted field is open (an odd number of ``"``
-    so far). A quote left open past ``limit`` characters or at the end of the file makes the
-    record "unterminated": it is handed out as a bare newline (and noted in ``layout``), and
-    reading resumes on its next line, so one stray quote costs one row, not the rest of the
-    file. Lines with balanced quotes, nearly all of them, pass through as whole blocks.
+    A record continues onto the next line while a quoted field is open (by the CSV rules: a
+    quote opens a field only at its start). A quote left open past ``limit`` characters or at
+    the end of the file, or a multi-line record that does not read as one row of the header's
+    width, makes its first line "unterminated": it is handed out as a bare newline (and noted
+    in ``layout`` with its text), and reading resumes on its next line, so one stray quote
+    costs one row, not the rows after it. Lines with balanced quotes, nearly all of them, pass
+    through as whole blocks.
     """
     record = 0
     buf: list[str] = []
@@ -567,19 +618,22 @@ def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> I
                 return
             if not layout.has_nul and "\x00" in "".join(buf):
                 layout.has_nul = True
-        odd = next((i for i, s in enumerate(buf) if s.count('"') & 1), -1) if quoted else -1
+        odd = _first_open(buf, layout) if quoted else -1
         if odd < 0:
             block, buf = buf, []
+            layout.block, layout.block_first = block, record + 1
             record += len(block)
             layout.lines += len(block)
             yield block
             continue
         if odd:
+            block = buf[:odd]
+            layout.block, layout.block_first = block, record + 1
             record += odd
             layout.lines += odd
-            yield buf[:odd]
+            yield block
             del buf[:odd]
-        # buf[0] opens a quoted field: take lines until one closes it (odd count of quotes)
+        # buf[0] opens a quoted field: take lines until the record no longer ends inside one
         size = len(buf[0])
         k = 1
         closed = False
@@ -593,20 +647,30 @@ def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> I
                 buf.extend(more)
             size += len(buf[k])
             k += 1
-            if buf[k - 1].count('"') & 1:
+            if buf[k - 1].count('"') & 1 and not layout.opens_quote("".join(buf[:k])):
                 closed = True
                 break
         record += 1
-        if closed and size <= limit:
-            joined = "".join(buf[:k])
+        joined = "".join(buf[:k]) if closed and size <= limit else ""
+        if joined and layout.complete_row(joined):
             layout.lines += k
             del buf[:k]
             layout.offsets.append((record + 1, layout.lines - record))
+            layout.block, layout.block_first = [joined], record
             yield [joined]
         else:
-            layout.unterminated.add(record)
+            first = buf[0].rstrip("\r\n")
+            if joined:
+                layout.unterminated[record] = (first, *_STRAY_QUOTE)
+            else:
+                layout.unterminated[record] = (
+                    first,
+                    "unterminated quoted field",
+                    f'a closing " within {limit} characters',
+                )
             layout.lines += 1
             del buf[:1]  # the lines after it are read again as records of their own
+            layout.block, layout.block_first = ["\n"], record
             yield ["\n"]
 
 
@@ -619,7 +683,7 @@ def iter_records(
     makes sure the header has no duplicate names, so that list and the dict agree).
     """
     csv.field_size_limit(env.field_size_limit)
-    layout = _Layout()
+    layout = _Layout(delimiter=fmt.delimiter, limit=env.field_size_limit)
     delimiter = fmt.delimiter
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
@@ -655,6 +719,7 @@ def iter_records(
     header = _canonical(raw_header, fmt)
     check_header(header, fmt, file)
     width = len(header)
+    layout.delimiter, layout.width = delimiter, width
     reader = csv.reader(lines, delimiter=delimiter, quoting=fmt.quoting, strict=True)
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
@@ -673,13 +738,8 @@ def iter_records(
                         offset = offsets.popleft()[1]
                     start = number + offset
                     if unterminated and number in unterminated:
-                        unterminated.discard(number)
-                        yield GroupReject(
-                            start,
-                            "unterminated quoted field",
-                            expected=f'a closing " within {env.field_size_limit} characters',
-                            rows=[(start, [])],
-                        )
+                        first, reason, expected = unterminated.pop(number)
+                        yield GroupReject(start, reason, expected=expected, rows=[(start, [first])])
                         continue
                     if len(values) != width:
                         if not values or not (values[0].strip() or any(v.strip() for v in values)):
@@ -725,7 +785,10 @@ def iter_records(
             start = number + offset
             if "field larger than field limit" in error:
                 error = f"field longer than the limit of {env.field_size_limit} characters"
-            yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [])])
+            original = layout.text_of(number)
+            if len(original) > _KEPT_CHARS:
+                original = f"{original[:_KEPT_CHARS]}… [cut: {len(original)} characters in all]"
+            yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [original])])
 
     return header, records()
 
@@ -803,7 +866,8 @@ def read_orders(
     """Stream a file in ``fmt``: its header, then (unparsed) orders and rejects in file order.
 
     Rows of one order must be consecutive (all platforms write them so); an order whose rows
-    reappear later in the file is rejected rather than silently overwritten. Each order comes
+    reappear later in the file is rejected rather than silently overwritten, and an order one
+    of whose rows could not be read is rejected whole (see :func:`_grouped`). Each order comes
     with a hash of its raw cells (and of everything that steers parsing), so the store can
     skip an unchanged order without parsing it at all.
     """
@@ -824,63 +888,153 @@ def read_orders(
         id_at = header.index(fmt.id_column) if fmt.id_column in header else None
         return header, _orders_by_cells(recs, fmt, env, header, salt, key_at, id_at)
 
-    def as_rows(
-        cell_recs: Iterator[tuple[int, Any] | GroupReject],
-    ) -> Iterator[tuple[int, Row] | GroupReject]:
-        for rec in cell_recs:
-            if isinstance(rec, GroupReject) or type(rec[1]) is dict:
-                yield rec
-            else:
-                yield rec[0], dict(zip(header, rec[1], strict=False))
+    def as_row(values: Any) -> Row:
+        return values if type(values) is dict else dict(zip(header, values, strict=False))
 
-    recs = as_rows(recs)
+    def key_of(values: Any) -> str:
+        return fmt.group_key(as_row(values))
 
     def orders() -> Iterator[PendingOrder | GroupReject]:
-        seen = SeenKeys()
-        group: list[tuple[int, Row]] = []
-        key: str | None = None
-
-        def finish() -> PendingOrder | GroupReject:
-            first = group[0][0]
-            if key in seen:
-                return GroupReject(
-                    first,
-                    f"rows of order {key!r} are not consecutive (seen earlier in the file)",
-                    field=None,
-                    expected="all rows of an order together",
-                    rows=list(group),
-                )
-            seen.add(key)  # type: ignore[arg-type]
-            rows = group  # a fresh list per order (the loop starts a new one)
+        for item in _grouped(recs, key_of, _reject_cells(header, fmt.delimiter)):
+            if type(item) is GroupReject:
+                yield _rows_as_dicts(item, header)
+                continue
+            key, group, bad = item
+            rows = [(line, as_row(v)) for line, v in group]
+            if bad:
+                yield _bad_group(key, rows, bad)
+                continue
             cells = "".join(["\x1f".join(r.values()) + "\x1e" for _, r in rows])
             digest = hashlib.blake2b(
                 salt + cells.encode("utf-8", "surrogatepass"), digest_size=16
             ).hexdigest()
             ext = fmt.external_id(rows) if fmt.external_id else key
-            return PendingOrder(fmt.platform, ext, digest, rows, fmt, env)  # type: ignore[arg-type]
-
-        try:
-            for rec in recs:
-                if isinstance(rec, GroupReject):
-                    yield rec
-                    continue
-                line, row = rec
-                try:
-                    k = fmt.group_key(row)
-                except FieldError as exc:
-                    yield GroupReject(line, exc.message, exc.field, exc.expected, [(line, row)])
-                    continue
-                if group and k != key:
-                    yield finish()
-                    group = []
-                key = k
-                group.append((line, row))
-            if group:
-                yield finish()
-        finally:
-            seen.close()
+            yield PendingOrder(fmt.platform, ext, digest, rows, fmt, env)
 
     return header, orders()
+
+
+_NOT_CONSECUTIVE = "all rows of an order together"
+
+
+def _bad_group(key: str, rows: list[tuple[int, Any]], bad: int) -> GroupReject:
+    """The reject of an order that cannot be stored whole: ``bad`` is the line of a row of it
+    that was rejected, or -1 when its rows reappear after another order's."""
+    if bad < 0:
+        return GroupReject(
+            rows[0][0],
+            f"rows of order {key!r} are not consecutive (seen earlier in the file; the earlier "
+            "rows were imported as that order: fix the file and import it again)",
+            field=None,
+            expected=_NOT_CONSECUTIVE,
+            rows=rows,
+        )
+    return GroupReject(
+        rows[0][0],
+        f"another row of order {key!r} was rejected (line {bad}): the order is left out whole",
+        field=None,
+        expected="every row of the order readable",
+        rows=rows,
+    )
+
+
+def _rows_as_dicts(rej: GroupReject, header: list[str]) -> GroupReject:
+    """A reject whose row was read whole carries it as a dict (header name -> cell)."""
+    rows = rej.rows
+    if len(rows) == 1 and type(rows[0][1]) is list and len(rows[0][1]) == len(header):
+        rej.rows = [(rows[0][0], dict(zip(header, rows[0][1], strict=True)))]
+    return rej
+
+
+def _reject_cells(header: list[str], delimiter: str) -> Callable[[GroupReject], Any]:
+    """A rejected record's cells as best they can be read (its text read leniently), to tell
+    which order it belonged to; None when there is nothing to read."""
+    width = len(header)
+
+    def cells(rej: GroupReject) -> Any:
+        if len(rej.rows) != 1:
+            return None
+        values = rej.rows[0][1]
+        if type(values) is dict or (values and (len(values) != 1 or width == 1)):
+            return values
+        if not values or not values[0]:
+            return None
+        try:
+            return next(csv.reader([values[0]], delimiter=delimiter, strict=False), None)
+        except csv.Error:
+            return None
+
+    return cells
+
+
+def _grouped(
+    recs: Iterator[tuple[int, Any] | GroupReject],
+    key_of: Callable[[Any], str],
+    reject_cells: Callable[[GroupReject], Any],
+) -> Iterator[tuple[str, list[tuple[int, Any]], int] | GroupReject]:
+    """Consecutive good rows with the same order key, as ``(key, rows, bad)``; rejects pass
+    through as they come.
+
+    ``bad`` is 0 for an order that can be stored, the line of a rejected row of it, or -1 when
+    its key was met before (rows not consecutive). A rejected row belongs to an order when its
+    cells (read leniently) name that order's key, or when it sits between two rows of the
+    order: storing the order without it would store it with an item missing.
+    """
+    seen = SeenKeys()
+    group: list[tuple[int, Any]] = []
+    key = ""
+    bad = 0  # of the current group
+    since = 0  # line of the first reject since the last good row
+    named: dict[str, int] = {}  # key -> line, of rejects since the last good row
+
+    def finish() -> tuple[str, list[tuple[int, Any]], int]:
+        if key in seen:
+            return key, group, -1
+        seen.add(key)
+        return key, group, bad
+
+    def key_of_reject(rej: GroupReject) -> str | None:
+        values = reject_cells(rej)
+        if values is None:
+            return None
+        try:
+            return key_of(values)
+        except (FieldError, IndexError, KeyError, TypeError):
+            return None
+
+    try:
+        for rec in recs:
+            if type(rec) is GroupReject:
+                yield rec
+                k = key_of_reject(rec)
+                if k is not None and group and k == key:
+                    bad = bad or rec.line
+                elif k is not None and len(named) < 10_000:
+                    named.setdefault(k, rec.line)
+                since = since or rec.line
+                continue
+            line, values = rec  # type: ignore[misc]
+            try:
+                k = key_of(values)
+            except FieldError as exc:
+                rej = GroupReject(line, exc.message, exc.field, exc.expected, [(line, values)])
+                yield rej
+                since = since or line
+                continue
+            if group and k != key:
+                yield finish()
+                group = []
+                bad = 0
+            if since:  # rejects since the last good row: between two rows of this order?
+                bad = (bad or since) if group else named.get(k, 0)
+                since = 0
+                named.clear()
+            key = k
+            group.append((line, values))
+        if group:
+            yield finish()
+    finally:
+        seen.close()
 
 
 def _orders_by_cells(
@@ -897,25 +1051,31 @@ def _orders_by_cells(
     key_cell = fmt.key_cell
     assert key_cell is not None
     platform = fmt.platform
-    seen = SeenKeys()
-    group: list[tuple[int, list[str]]] = []
-    key = ""
     parser = fmt.cell_parser(header) if fmt.cell_parser is not None else None
     salted = hashlib.blake2b(salt, digest_size=16)
+    key_name = header[key_at]
 
-    def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
-        return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
+    def key_of(values: Any) -> str:
+        if type(values) is dict:
+            return key_cell(values.get(key_name, ""))
+        return key_cell(values[key_at])
 
-    def finish() -> PendingOrder | GroupReject:
-        if key in seen:
-            return GroupReject(
-                group[0][0],
-                f"rows of order {key!r} are not consecutive (seen earlier in the file)",
-                field=None,
-                expected="all rows of an order together",
-                rows=as_dicts(group),
-            )
-        seen.add(key)
+    def as_dicts(rows: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+        return [
+            (line, v if type(v) is dict else dict(zip(header, v, strict=False))) for line, v in rows
+        ]
+
+    for item in _grouped(recs, key_of, _reject_cells(header, fmt.delimiter)):
+        if type(item) is GroupReject:
+            yield _rows_as_dicts(item, header)
+            continue
+        key, group, bad = item  # type: ignore[misc]
+        if bad:
+            yield _bad_group(key, as_dicts(group), bad)
+            continue
+        if type(group[0][1]) is dict or any(type(v) is dict for _, v in group):
+            # a row with a NUL byte in another column came as a dict: back to cells
+            group = [(ln, [v[h] for h in header] if type(v) is dict else v) for ln, v in group]
         if len(group) == 1:
             cells = "\x1f".join(group[0][1]) + "\x1e"
         else:
@@ -924,32 +1084,7 @@ def _orders_by_cells(
         h.update(cells.encode("utf-8", "surrogatepass"))
         digest = h.hexdigest()
         ext = (unwrap(group[0][1][id_at]) or key) if id_at is not None else key
-        return PendingOrder(platform, ext, digest, group, fmt, env, header, parser)
-
-    try:
-        for rec in recs:
-            if isinstance(rec, GroupReject):
-                yield rec
-                continue
-            line, values = rec
-            if type(values) is dict:  # a row with a NUL byte came as a dict: reject it as before
-                values = [values[h] for h in header]
-            try:
-                k = key_cell(values[key_at])
-            except FieldError as exc:
-                yield GroupReject(
-                    line, exc.message, exc.field, exc.expected, as_dicts([(line, values)])
-                )
-                continue
-            if group and k != key:
-                yield finish()
-                group = []
-            key = k
-            group.append((line, values))
-        if group:
-            yield finish()
-    finally:
-        seen.close()
+        yield PendingOrder(platform, ext, digest, group, fmt, env, header, parser)
 
 
 def with_line(rows: list[tuple[int, Row]], fn: Callable[[int, Row], Any]) -> list[Any]:
