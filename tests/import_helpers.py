@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import email.utils
 import io
 import json
 import random
@@ -320,6 +321,8 @@ class ShopifyServer:
             entry["fault"] = fault
             kind, _, arg = fault.partition(":")
             if kind == "429":
+                if arg.startswith("date+"):  # an HTTP date that many seconds from now
+                    arg = email.utils.formatdate(time.time() + float(arg[5:]), usegmt=True)
                 return self._send(
                     h, 429, {"errors": "Exceeded 2 calls per second"}, {"Retry-After": arg or "2.0"}
                 )

@@ -97,6 +97,37 @@ def test_a_retry_after_above_the_cap_stops_with_the_cursor_saved_and_exit_3(work
     assert cursor["watermark"] < newest_committed.replace("+00:00", "Z")
 
 
+def test_a_decimal_retry_after_is_waited_and_an_unreadable_one_backs_off_without_a_crash(
+    workspace, shop
+):
+    """Shopify sends ``Retry-After: 2.0`` (FORMATS §2.2); urllib3 alone only reads integers."""
+    fill(shop, 1000)
+    shop.faults = {2: ["429:2.0"], 3: ["429:soon", "429:nan", "429:-1"], 4: ["429:date+3"]}
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run(
+        "import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV, timeout=60
+    )
+    assert p.code == 0, p.stderr
+    assert "Traceback" not in p.stderr and "internal error" not in p.stderr
+    assert p.json()[0]["inserted"] == 1000
+    page2 = [e["t"] for e in shop.log if e["page"] == 2]
+    assert len(page2) == 2 and page2[1] - page2[0] >= 1.95
+    page3 = [e["t"] for e in shop.log if e["page"] == 3]
+    assert len(page3) == 4 and page3[-1] - page3[0] < 10  # backoff, no crash, no long sleep
+    page4 = [e["t"] for e in shop.log if e["page"] == 4]
+    assert len(page4) == 2 and page4[1] - page4[0] >= 1.9  # an HTTP date 2-3 s ahead
+
+
+def test_an_infinite_retry_after_stops_like_one_above_the_cap(workspace, shop):
+    fill(shop, 300)
+    shop.faults = {2: ["429:inf"]}
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV, timeout=60)
+    assert p.code == 3, p.stderr
+    assert "Traceback" not in p.stderr and "run again" in p.stderr
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 250
+
+
 def test_a_refused_token_exits_1_naming_the_variable_without_its_value(workspace, shop):
     """AT-18 scenario 3 (and AT-29: the token never appears)."""
     fill(shop, 10)

@@ -10,7 +10,9 @@ connection — are retried here with a short backoff, a bounded number of times.
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +35,8 @@ class RetryLaterError(CsopsError):
     code = "retry_later"
 
     def __init__(self, seconds: float, url: str = "") -> None:
-        super().__init__(f"server asked to retry after {seconds:.0f} s (above the cap)")
+        wait = f"{seconds:.0f} s" if math.isfinite(seconds) else "forever"
+        super().__init__(f"server asked to retry after {wait} (above the cap)")
         self.seconds = seconds
         self.url = url
 
@@ -49,10 +52,47 @@ class CappedRetry(Retry):
         return fresh
 
     def get_retry_after(self, response: Any) -> float | None:
-        value = super().get_retry_after(response)
-        if value is not None and value > self.cap:
+        header = response.headers.get("Retry-After")
+        if header is None:
+            return None
+        value = parse_retry_after(header)
+        if value is None:
+            log.warning("unreadable Retry-After %r; backing off instead", header[:40])
+            return None
+        if value > self.cap:
             raise RetryLaterError(value)
         return value
+
+
+def parse_retry_after(header: str, now: float | None = None) -> float | None:
+    """``Retry-After`` in seconds: decimal seconds (Shopify sends ``2.0``) or an HTTP date.
+
+    ``None`` for a value that is neither (or NaN, or negative): the caller backs off instead.
+    Infinity stays infinite, i.e. above any cap. urllib3's own parser takes only whole seconds
+    and raises on anything else.
+    """
+    text = header.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is None or when.tzinfo is None:
+            return None
+        return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+    if math.isnan(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+def retry_when(seconds: float) -> str:
+    """``"after 14:05 UTC"`` for a wait, or ``"later"`` when it cannot be put on a clock."""
+    try:
+        return "after " + time.strftime("%H:%M UTC", time.gmtime(time.time() + seconds))
+    except (OverflowError, OSError, ValueError):
+        return "later"
 
 
 @dataclass

@@ -12,7 +12,6 @@ If the server does not sort by ``updated_at`` the watermark is held back until t
 from __future__ import annotations
 
 import json
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -32,6 +31,7 @@ from csops.importers.http import (
     SyncOutcome,
     make_client,
     next_link,
+    retry_when,
 )
 from csops.importers.settings import ImportSettings
 from csops.importers.store import OrderStore, load_cursor
@@ -196,8 +196,8 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
             out.partial = True
             out.messages.append(
                 f"Shopify asked to wait {exc.seconds:.0f} s (cap {settings.retry_after_cap:.0f} s);"
-                f" {out.pages} page(s) committed, watermark {out.watermark}; run again after "
-                f"{time.strftime('%H:%M', time.gmtime(time.time() + exc.seconds))} UTC"
+                f" {out.pages} page(s) committed, watermark {out.watermark}; run again "
+                f"{retry_when(exc.seconds)}"
             )
             break
         if resp.status_code in (401, 403):
