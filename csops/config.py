@@ -74,6 +74,10 @@ class ShopSettings:
             ) from exc
         if self.locale not in ("en", "zh-CN"):
             raise ValueError(f"unsupported locale {self.locale!r}", "'en' or 'zh-CN'")
+        from csops.model import valid_currency
+
+        if not valid_currency(self.currency):
+            raise ValueError(f"unknown currency {self.currency!r}", "an ISO 4217 code like 'CNY'")
 
 
 @dataclass(frozen=True)

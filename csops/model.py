@@ -6,26 +6,25 @@ import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
-# ISO 4217 minor-unit exponents that differ from 2.
-_EXPONENTS = {
-    "JPY": 0,
-    "KRW": 0,
-    "VND": 0,
-    "CLP": 0,
-    "ISK": 0,
-    "HUF": 2,
-    "TWD": 2,
-    "XOF": 0,
-    "XAF": 0,
-    "UGX": 0,
-    "PYG": 0,
-    "BHD": 3,
-    "KWD": 3,
-    "OMR": 3,
-    "JOD": 3,
-    "TND": 3,
+# ISO 4217 active currency codes (list one, 2025) by their minor-unit exponent; a code not
+# listed is not a currency (ZZZ, ABC) and is refused rather than stored with a guessed exponent.
+_ISO_4217 = {
+    0: "BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX UYI VND VUV XAF XOF XPF",
+    2: (
+        "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BMD BND BOB BOV BRL BSD BTN "
+        "BWP BYN BZD CAD CDF CHE CHF CHW CNY COP COU CRC CUC CUP CVE CZK DKK DOP DZD EGP ERN "
+        "ETB EUR FJD FKP GBP GEL GHS GIP GMD GTQ GYD HKD HNL HRK HTG HUF IDR ILS INR IRR JMD "
+        "KES KGS KHR KPW KYD KZT LAK LBP LKR LRD LSL MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR "
+        "MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD PAB PEN PGK PHP PKR PLN QAR RON RSD RUB "
+        "SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL THB TJS TMT TOP TRY "
+        "TTD TWD TZS UAH USD USN UYU UZS VED VES WST XCD XCG YER ZAR ZMW ZWG ZWL"
+    ),
+    3: "BHD IQD JOD KWD LYD OMR TND",
+    4: "CLF UYW",
 }
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_EXPONENTS = {code: exp for exp, codes in _ISO_4217.items() for code in codes.split()}
+# names shops write for a currency that ISO spells otherwise
+CURRENCY_ALIASES = {"RMB": "CNY"}
 _SYMBOL_CHARS = re.compile("[¥$€£￥]")
 _SYMBOLS = {"CNY": "¥", "JPY": "¥", "USD": "$", "EUR": "€", "GBP": "£", "CAD": "CA$", "AUD": "A$"}
 ORDER_STATUSES = (
@@ -82,7 +81,8 @@ def format_money(minor: int, currency: str, *, symbol: bool = True) -> str:
 
 
 def valid_currency(code: str) -> bool:
-    return bool(_CURRENCY.match(code or ""))
+    """Whether ``code`` is an ISO 4217 currency code (upper case, as stored)."""
+    return code in _EXPONENTS
 
 
 @dataclass(frozen=True)

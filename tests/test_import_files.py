@@ -517,3 +517,55 @@ def test_orders_hashed_by_an_older_csops_are_recognized_as_unchanged(workspace, 
     assert p.code == 0, p.stderr
     assert (p.json()[0]["unchanged"], p.json()[0]["updated"]) == (39, 1)
     assert len(workspace.query("SELECT * FROM order_items ORDER BY id")) == len(before)
+
+
+def test_currencies_are_iso_4217_codes_with_their_own_exponents(workspace, tmp_path):
+    """``ABC`` is not a currency (rejected, not stored with a guessed exponent); ``RMB`` is what
+    shops write for CNY; XPF has no minor unit and KWD three, as ISO 4217 says."""
+    workspace.set_config(
+        """
+[import.mappings.m]
+[import.mappings.m.columns]
+order_id = "order"
+created_at = "created"
+currency = "cur"
+total = "total"
+"""
+    )
+    text = (
+        "order,created,cur,total\n"
+        "1,2024-03-05 10:00,ABC,10.00\n"
+        "2,2024-03-05 10:00,rmb,10.50\n"
+        "3,2024-03-05 10:00,XPF,1500\n"
+        "4,2024-03-05 10:00,XPF,15.50\n"
+        "5,2024-03-05 10:00,KWD,1.234\n"
+    )
+    path = tmp_path / "cur.csv"
+    path.write_text(text, encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "csv", "--mapping", "m", str(path), "--json")
+    assert p.code == 3, p.stderr
+    assert "cur.csv:2: cur: unknown currency 'ABC'" in p.stderr
+    assert "cur.csv:5: total: '15.50' has more decimals than XPF allows (0)" in p.stderr
+    got = {
+        r["external_id"]: (r["currency"], r["total_minor"])
+        for r in workspace.query("SELECT external_id, currency, total_minor FROM orders")
+    }
+    assert got == {"2": ("CNY", 1050), "3": ("XPF", 1500), "5": ("KWD", 1234)}
+
+
+def test_a_mapping_with_an_unknown_timezone_is_a_config_error(workspace, tmp_path):
+    workspace.set_config(
+        """
+[import.mappings.m]
+timezone = "Europe/Berln"
+[import.mappings.m.columns]
+order_id = "order"
+created_at = "created"
+"""
+    )
+    path = tmp_path / "o.csv"
+    path.write_text("order,created\n1,2024-03-05 10:00\n", encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "csv", "--mapping", "m", str(path))
+    assert p.code == 2, p.stderr
+    assert "unknown timezone 'Europe/Berln'" in p.stderr and "Traceback" not in p.stderr
+    assert "import.mappings" in p.stderr

@@ -24,7 +24,15 @@ from typing import IO, Any
 
 from csops.csvio import open_text
 from csops.errors import InputError, UsageError
-from csops.model import Customer, Order, OrderItem, currency_exponent, to_minor, valid_currency
+from csops.model import (
+    CURRENCY_ALIASES,
+    Customer,
+    Order,
+    OrderItem,
+    currency_exponent,
+    to_minor,
+    valid_currency,
+)
 
 Row = dict[str, str]
 
@@ -443,10 +451,11 @@ def parse_currency(value: str, fld: str, default: str) -> str:
     hit = _CURRENCIES.get(value) if value else None
     if hit is not None:
         return hit
-    text = unwrap(value).upper() or default
+    given = unwrap(value).upper()
+    text = CURRENCY_ALIASES.get(given, given) or default
     if not valid_currency(text):
         raise FieldError(fld, f"unknown currency {text[:10]!r}", "an ISO 4217 code like USD")
-    if value and text == unwrap(value).upper() and len(_CURRENCIES) < 1000:
+    if given and len(_CURRENCIES) < 1000:  # not a blank cell: the default is the caller's
         _CURRENCIES[value] = text
     return text
 

@@ -116,6 +116,19 @@ class MappingSettings:
             raise ValueError("delimiter must be one character", "',' or ';' or a tab")
         if self.currency and not valid_currency(self.currency):
             raise ValueError(f"invalid currency {self.currency!r}", "an ISO 4217 code like 'EUR'")
+        _check_timezone(self.timezone)
+
+
+def _check_timezone(name: str) -> None:
+    if name:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown timezone {name!r}", "an IANA name like 'Asia/Shanghai'"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -153,15 +166,7 @@ class ImportSettings:
             raise ValueError("timeouts must be positive", "seconds > 0")
         if not 0 <= self.max_retries <= 20:
             raise ValueError("max_retries out of range", "0 to 20")
-        if self.timezone:
-            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-            try:
-                ZoneInfo(self.timezone)
-            except (ZoneInfoNotFoundError, ValueError):
-                raise ValueError(
-                    f"unknown timezone {self.timezone!r}", "an IANA name like 'Asia/Shanghai'"
-                ) from None
+        _check_timezone(self.timezone)
 
 
 def doctor_checks(config):  # -> list[csops.doctor.Check]
