@@ -278,18 +278,12 @@ class ShopifyServer:
     stall_event: threading.Event = field(default_factory=threading.Event)
     hold_page: int | None = None  # requests for this page stall until released
     release: threading.Event = field(default_factory=threading.Event)
+    # "updated_at" (what csops asks for), "newest_first" or "id": servers that ignore `order`
+    sort: str = "updated_at"
+    now: datetime | None = None  # the server's clock in its Date header (None: the real one)
 
     def start(self) -> str:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.handle(self)
-
-        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietServer(("127.0.0.1", 0), _handler(self))
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -349,25 +343,25 @@ class ShopifyServer:
             headers["Link"] = link
         return self._send(h, 200, None, headers, raw=body)
 
+    def _key(self, o: dict[str, Any]) -> list[Any]:
+        return [o["id"]] if self.sort == "id" else [_utc(o["updated_at"]), o["id"]]
+
     def _page_body(self, state: dict[str, Any]) -> tuple[bytes, str | None]:
-        rows = sorted(self.orders.values(), key=lambda o: (_utc(o["updated_at"]), o["id"]))
+        desc = self.sort == "newest_first"
+        rows = sorted(self.orders.values(), key=self._key, reverse=desc)
         if state["min"]:
             lo = _utc(state["min"])
             rows = [o for o in rows if _utc(o["updated_at"]) >= lo]
-        if state["after"]:
-            a_t, a_id = state["after"]
-            rows = [o for o in rows if (_utc(o["updated_at"]), o["id"]) > (a_t, a_id)]
+        if state["after"]:  # keyset: strictly past the last row sent
+            after = state["after"]
+            rows = [o for o in rows if (self._key(o) < after if desc else self._key(o) > after)]
         chunk = rows[: self.page_size]
         link = None
         if len(rows) > self.page_size:
             last = chunk[-1]
             token = base64.urlsafe_b64encode(
                 json.dumps(
-                    {
-                        "min": state["min"],
-                        "after": [_utc(last["updated_at"]), last["id"]],
-                        "n": state["n"] + 1,
-                    }
+                    {"min": state["min"], "after": self._key(last), "n": state["n"] + 1}
                 ).encode()
             ).decode()
             link = (
@@ -392,6 +386,25 @@ class ShopifyServer:
             h.send_header(k, v)
         h.end_headers()
         h.wfile.write(body)
+
+
+def _handler(server: Any) -> type[BaseHTTPRequestHandler]:
+    """A request handler that hands GETs to ``server.handle`` and dates answers by its clock."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            now = getattr(server, "now", None)
+            if timestamp is None and now is not None:
+                return email.utils.formatdate(now.timestamp(), usegmt=True)
+            return super().date_time_string(timestamp)
+
+        def do_GET(self) -> None:
+            server.handle(self)
+
+    return Handler
 
 
 def _utc(value: str) -> str:
@@ -473,18 +486,12 @@ class WooServer:
     hold_page: int | None = None
     stall_event: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
+    now: datetime | None = None  # the server's clock in its Date header (None: the real one)
+    total_pages_header: bool = True  # False: no X-WP-TotalPages (some hosts strip it)
+    past_last: str = "empty"  # a page past the last: "empty" list or "400" (rest_invalid_page)
 
     def start(self) -> str:
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                server.handle(self)
-
-        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietServer(("127.0.0.1", 0), _handler(self))
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         return self.base
@@ -518,9 +525,21 @@ class WooServer:
         per = int(q.get("per_page", "10"))
         total_pages = max(1, -(-len(rows) // per))
         chunk = rows[(page - 1) * per : page * per]
-        return ShopifyServer._send(
-            h, 200, chunk, {"X-WP-Total": str(len(rows)), "X-WP-TotalPages": str(total_pages)}
-        )
+        if not chunk and page > 1 and self.past_last == "400":
+            return ShopifyServer._send(
+                h,
+                400,
+                {
+                    "code": "woocommerce_rest_invalid_page_number",
+                    "message": "The page number requested is larger than the number of pages "
+                    "available.",
+                    "data": {"status": 400},
+                },
+            )
+        headers = {"X-WP-Total": str(len(rows))}
+        if self.total_pages_header:
+            headers["X-WP-TotalPages"] = str(total_pages)
+        return ShopifyServer._send(h, 200, chunk, headers)
 
 
 def woo_config(base: str) -> str:

@@ -200,6 +200,91 @@ def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
         assert rows[str(o["id"])]["total_minor"] == int(o["total_price"].replace(".", ""))
 
 
+def saved_mark(ws) -> str | None:
+    return json.loads(ws.query("SELECT cursor FROM sync_state")[0]["cursor"])["watermark"]
+
+
+def assert_mark_behind_committed(ws, server: ShopifyServer) -> None:
+    """AT-05: every order with updated_at <= the saved watermark is in the DB."""
+    mark = saved_mark(ws)
+    have = {r["external_id"] for r in ws.query("SELECT external_id FROM orders")}
+    missing = [
+        o["id"]
+        for o in server.orders.values()
+        if mark is not None
+        and o["updated_at"].replace("+00:00", "Z") <= mark
+        and str(o["id"]) not in have
+    ]
+    assert missing == [], f"watermark {mark} points past {len(missing)} uncommitted orders"
+
+
+def test_a_server_sending_newest_first_never_gets_a_watermark_past_uncommitted_orders(
+    workspace, shop
+):
+    """``order=updated_at asc`` is not a documented parameter: a server may ignore it."""
+    shop.page_size = 25
+    shop.sort = "newest_first"
+    fill(shop, 300)
+    shop.hold_page = 3
+    workspace.set_config(shopify_config(shop.base).replace("page_size = 250", "page_size = 25"))
+    proc = workspace.popen("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+    try:
+        assert shop.stall_event.wait(30), "page 3 never requested"
+        time.sleep(0.3)
+        assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 50
+        assert_mark_behind_committed(workspace, shop)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    shop.hold_page = None
+    shop.release.set()
+    later = T0 + timedelta(days=2)
+    for k in range(0, 300, 7):
+        shop.orders[k]["total_price"] = "99.00"
+        shop.orders[k]["updated_at"] = (later + timedelta(seconds=k)).isoformat()
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert_mark_behind_committed(workspace, shop)
+    rows = db_orders(workspace)
+    assert len(rows) == 300
+    for o in shop.orders.values():
+        assert rows[str(o["id"])]["total_minor"] == int(o["total_price"].replace(".", ""))
+
+
+def test_an_order_edited_during_a_run_after_its_page_was_read_is_read_by_the_next_run(
+    workspace, shop
+):
+    """Every mark is capped at the server's Date at the run's start (server sorting by id)."""
+    shop.page_size = 25
+    shop.sort = "id"
+    run_start = T0 + timedelta(days=1)
+    shop.now = run_start
+    fill(shop, 100)
+    shop.hold_page = 2
+    workspace.set_config(shopify_config(shop.base).replace("page_size = 250", "page_size = 25"))
+    proc = workspace.popen("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+    try:
+        assert shop.stall_event.wait(30), "page 2 never requested"
+        shop.now = run_start + timedelta(hours=1)
+        shop.orders[3]["total_price"] = "55.00"  # page 1 is already read
+        shop.orders[3]["updated_at"] = (run_start + timedelta(minutes=10)).isoformat()
+        shop.set_order(100, run_start + timedelta(minutes=30))  # read on the last page
+        shop.hold_page = None
+        shop.release.set()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert saved_mark(workspace) <= "2024-04-02T00:00:00Z"
+    assert db_orders(workspace)["5000003"]["total_minor"] == 2650
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert db_orders(workspace)["5000003"]["total_minor"] == 5500
+    assert len(db_orders(workspace)) == 101
+
+
 def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(workspace, shop):
     """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
     fill(shop, 200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,6 +44,31 @@ def since_instant(value: str, tz_name: str) -> str:
 def minus(instant: str, delta: timedelta) -> str:
     dt = datetime.fromisoformat(instant.replace("Z", "+00:00"))
     return iso(dt - delta)  # type: ignore[return-value]
+
+
+def server_now(resp: Any) -> str:
+    """The server's clock when it answered (its ``Date`` header), else ours, as stored ISO.
+
+    Taken from a run's first response, it bounds every watermark the run saves: an order edited
+    while the run was reading (after its page was read) has a later ``updated_at`` than this, so
+    the next run, starting at ``watermark − overlap``, reads it again.
+    """
+    header = getattr(resp, "headers", {}).get("Date") if resp is not None else None
+    if header:
+        try:
+            dt = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            dt = None
+        if dt is not None and dt.tzinfo is not None:
+            return iso(dt)  # type: ignore[return-value]
+    return iso(datetime.now(timezone.utc))  # type: ignore[return-value]
+
+
+def not_after(mark: str | None, limit: str | None) -> str | None:
+    """``mark`` but never later than ``limit`` (both stored ISO, which sort as text)."""
+    if mark is None or limit is None:
+        return mark
+    return min(mark, limit)
 
 
 def api_time(value: Any, fld: str, *, naive_utc: bool = False) -> str | None:

@@ -6,11 +6,16 @@ in one transaction together with the new watermark, so a kill -9 between pages l
 the next run starts just before the last committed page's newest ``updated_at``. The watermark
 never points past committed data: while more pages follow it is the page's newest time minus a
 second (everything older is committed); only the last page sets it to the newest time.
-If the server does not sort by ``updated_at`` the watermark is held back until the run ends.
+``order`` is not among Shopify's documented parameters, so the order is checked within every
+page and across pages: once a page is out of order the saved mark goes back to the run's
+starting watermark (possibly none) until the last page. Every mark is also capped at the
+server's clock when the run began (the first response's ``Date``), so an order edited during
+the run after its page was read is read again by the next run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import timedelta
 from typing import Any
@@ -21,7 +26,9 @@ from csops.importers.api_common import (
     api_money,
     api_time,
     minus,
+    not_after,
     reject_api_order,
+    server_now,
     since_instant,
 )
 from csops.importers.base import FieldError, normalize_email
@@ -189,6 +196,7 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
     newest = old_mark
     prev_page_max: str | None = None
     ascending = True
+    run_start: str | None = None  # the server's clock at the first answer: no mark passes it
     while url:
         try:
             resp = client.get(url, params=params)
@@ -200,6 +208,8 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 f"{retry_when(exc.seconds)}"
             )
             break
+        if run_start is None:
+            run_start = server_now(resp)
         if resp.status_code in (401, 403):
             raise RemoteAuthError(
                 f"Shopify refused the access token from ${s.access_token_env} "
@@ -218,7 +228,7 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise RemoteError("Shopify sent a page that is not an orders list", file=url) from None
-        times = []
+        times = []  # in the order the server sent them
         for raw in batch:
             try:
                 order = map_order(raw)
@@ -232,18 +242,26 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
         url = next_link(resp.headers.get("Link"))
         params = None  # page_info URLs are used exactly as given
         if times:
-            if prev_page_max and min(times) < prev_page_max:
+            # sorted within the page and after the previous page, or the server ignores our order
+            if any(b < a for a, b in itertools.pairwise(times)) or (
+                prev_page_max is not None and times[0] < prev_page_max
+            ):
                 ascending = False
             prev_page_max = max(times)
             newest = max(newest or prev_page_max, prev_page_max)
-        if ascending and newest:
-            mark = newest if url is None else minus(prev_page_max or newest, timedelta(seconds=1))
-            mark = max(mark, old_mark) if old_mark else mark
+        if url is None:
+            mark = newest  # every page read
+        elif ascending and prev_page_max:
+            mark = minus(prev_page_max, timedelta(seconds=1))  # all older ones are committed
         else:
-            mark = old_mark if url is not None else newest
+            mark = old_mark  # unsorted: nothing is known to be complete until the last page
+        if mark and old_mark:
+            mark = max(mark, old_mark)
+        mark = not_after(mark, run_start)
         out.watermark = mark
-        cursor = json.dumps({"watermark": mark, "ascending": ascending}) if mark else None
-        store.flush(cursor=(SOURCE_NAME, cursor) if cursor and not store.dry_run else None)
+        # always written, even a null mark: it must replace an earlier page's mark of this run
+        cursor = json.dumps({"watermark": mark, "ascending": ascending})
+        store.flush(cursor=None if store.dry_run else (SOURCE_NAME, cursor))
         _throttle(resp, client.sleep)
     out.messages.append(f"{client.requests_made} request(s), {out.pages} page(s)")
     return out
