@@ -109,3 +109,104 @@ def test_an_order_the_mapping_cannot_read_is_rejected_and_the_rest_land(workspac
     assert p.json()[0]["inserted"] == 4 and p.json()[0]["rejected"] == 1
     assert "order 802: unknown status 'teleported'" in p.stderr
     assert workspace.query("SELECT field FROM rejects") == [{"field": "status"}]
+
+
+def saved_cursor(ws) -> dict:
+    return json.loads(ws.query("SELECT cursor FROM sync_state")[0]["cursor"])
+
+
+def test_an_order_edited_during_a_run_after_its_page_was_read_is_read_by_the_next_run(
+    workspace, woo
+):
+    """Pages go by id: the watermark is capped at the server's Date when the run began."""
+    run_start = T0 + timedelta(days=1)
+    woo.now = run_start
+    fill(woo, 100)
+    woo.hold_page = 2
+    workspace.set_config(woo_config(woo.base))
+    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", env=ENV)
+    try:
+        assert woo.stall_event.wait(30), "page 2 never requested"
+        woo.now = run_start + timedelta(hours=1)
+        woo.orders[3] = woo_order(3, run_start + timedelta(minutes=10))  # page 1: already read
+        woo.orders[3]["total"] = "55.00"
+        woo.orders[100] = woo_order(100, run_start + timedelta(minutes=30))  # on the last page
+        woo.hold_page = None
+        woo.release.set()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert saved_cursor(workspace)["watermark"] <= "2024-04-02T00:00:00Z"
+    assert workspace.query("SELECT total_minor FROM orders WHERE external_id = '803'") == [
+        {"total_minor": 3490}
+    ]
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p.code == 0, p.stderr
+    assert workspace.query("SELECT total_minor FROM orders WHERE external_id = '803'") == [
+        {"total_minor": 5500}
+    ]
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 101
+
+
+@pytest.mark.parametrize("past_last", ["400", "empty"])
+def test_without_total_pages_the_page_past_the_last_ends_the_run_and_moves_the_watermark(
+    workspace, woo, past_last
+):
+    """Some hosts strip X-WP-TotalPages; WooCommerce answers 400 for a page past the last."""
+    woo.total_pages_header = False
+    woo.past_last = past_last
+    fill(woo, 40)
+    workspace.set_config(woo_config(woo.base))
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 40
+    marks = [saved_cursor(workspace)]
+    assert "resume" not in marks[0] and marks[0]["watermark"] == "2024-04-01T00:06:30Z"
+    for n, total in enumerate(["61.00", "62.00"], 1):
+        woo.orders[n] = woo_order(n, T0 + timedelta(hours=n))
+        woo.orders[n]["total"] = total
+        before = len(woo.log)
+        p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+        assert p.code == 0, p.stderr
+        assert woo.log[before]["page"] == 1  # not stuck re-reading the page past the end
+        assert p.json()[0]["updated"] == 1
+        got = workspace.query(f"SELECT total_minor FROM orders WHERE external_id = '{800 + n}'")
+        assert got == [{"total_minor": int(total.replace(".", ""))}]
+        marks.append(saved_cursor(workspace))
+        assert "resume" not in marks[-1] and marks[-1]["watermark"] > marks[-2]["watermark"]
+
+
+def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(workspace, woo):
+    """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
+    fill(woo, 200)
+    workspace.set_config(woo_config(woo.base))
+    assert workspace.run("import", "orders", "--from", "woocommerce-api", env=ENV).code == 0
+    mark = saved_cursor(workspace)["watermark"]
+    t = datetime.fromisoformat(mark.replace("Z", "+00:00"))
+    for k in range(30):
+        woo.orders[k] = woo_order(k, t + timedelta(hours=1, seconds=k))
+        woo.orders[k]["total"] = "77.00"
+    for k in range(200, 205):
+        woo.orders[k] = woo_order(k, t)
+    for k in range(205, 208):
+        woo.orders[k] = woo_order(k, t - timedelta(minutes=2))
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 8 and p.json()[0]["updated"] == 30
+    rows = {r["external_id"]: r for r in workspace.query("SELECT * FROM orders")}
+    assert len(rows) == 208
+    assert all(rows[str(800 + k)]["total_minor"] == 7700 for k in range(30))
+    assert {str(800 + k) for k in range(200, 208)} <= set(rows)
+    p2 = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p2.code == 0, p2.stderr
+    assert p2.json()[0]["inserted"] == 0 and p2.json()[0]["updated"] == 0
+
+
+def test_basic_auth_over_plain_http_to_a_remote_host_is_refused_naming_the_url_key(workspace):
+    """FORMATS §3: over plain HTTP WooCommerce takes only OAuth 1.0a; loopback stays allowed."""
+    workspace.set_config(woo_config("http://shop.example.com"))
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", env=ENV, timeout=30)
+    assert p.code == 2, p.stderr
+    assert "import.woocommerce.url" in p.stderr
+    assert "ck_test_key" not in p.stderr + p.stdout and "cs_test_secret" not in p.stderr

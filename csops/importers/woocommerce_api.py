@@ -4,14 +4,19 @@ Pages are numbered (``page``, ``per_page=100``, ``X-WP-TotalPages``) and ordered
 set of orders modified after the start instant keeps its order while we read it (new orders
 append at the end). The cursor saves the run's start instant and the last committed page with
 each page's rows: a run killed mid-way resumes at that page; the ``modified_after`` watermark
-moves to the newest ``date_modified_gmt`` only when a run has read every page. HTTP Basic with
-the consumer key and secret read from the env vars the config names (use HTTPS in production).
+moves only when a run has read every page (the last page by ``X-WP-TotalPages``, an empty page,
+or a 400 past the end), to the newest ``date_modified_gmt`` but never past the server's clock
+when the run began (its first ``Date``): an order edited after its page was read is read again.
+HTTP Basic with the consumer key and secret read from the env vars the config names, over
+HTTPS only (plain http:// is refused unless the host is loopback).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from csops.errors import ConfigError, RemoteAuthError, RemoteError
 from csops.importers.api_common import (
@@ -19,7 +24,9 @@ from csops.importers.api_common import (
     api_money,
     api_time,
     minus,
+    not_after,
     reject_api_order,
+    server_now,
     since_instant,
 )
 from csops.importers.base import FieldError, normalize_email
@@ -110,6 +117,28 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
     )
 
 
+def _refuse_basic_auth_in_clear(url: str, ctx: Any) -> None:
+    """FORMATS §3: Basic auth only over HTTPS (plain HTTP needs OAuth 1.0a); loopback is fine."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return
+    host = (parts.hostname or "").lower()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if parts.scheme == "http" and loopback:
+        return
+    raise ConfigError(
+        f"refusing to send the WooCommerce key pair to {parts.scheme}://{host} in clear text"
+        if parts.scheme == "http"
+        else f"unsupported scheme {parts.scheme!r} for the WooCommerce URL",
+        file=str(ctx.config.path),
+        field="import.woocommerce.url",
+        expected="an https:// URL (plain http:// only for a loopback host)",
+    )
+
+
 def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | None) -> SyncOutcome:
     w = settings.woocommerce
     if not w.url:
@@ -119,6 +148,7 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
             field="import.woocommerce.url",
             expected="like 'https://shop.example.com'",
         )
+    _refuse_basic_auth_in_clear(w.url, ctx)
     key = ctx.config.secret(w.consumer_key_env, key="import.woocommerce.consumer_key_env")
     secret = ctx.config.secret(w.consumer_secret_env, key="import.woocommerce.consumer_secret_env")
     client = make_client(settings)
@@ -126,11 +156,13 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
     state = load_cursor(ctx.conn, SOURCE_NAME) or {}
     old_mark = state.get("watermark")
     resume = state.get("resume") or {}
+    run_start: str | None = None  # the server's clock when the run (or the run resumed) began
     if since:
         start = since_instant(since, ctx.config.shop.timezone)
         page, newest = 1, old_mark
     elif resume.get("start") is not None or resume.get("page"):
         start, page, newest = resume.get("start"), int(resume.get("page", 1)), resume.get("newest")
+        run_start = resume.get("server_start")
     else:
         start = minus(old_mark, parse_duration(w.overlap)) if old_mark else None
         page, newest = 1, old_mark
@@ -155,6 +187,8 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 "the next run resumes at the page it stopped on"
             )
             break
+        if run_start is None:
+            run_start = server_now(resp)
         if resp.status_code in (401, 403):
             raise RemoteAuthError(
                 f"WooCommerce refused the key pair from ${w.consumer_key_env}/"
@@ -162,40 +196,51 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 expected="a valid REST API key with read access",
             )
         if resp.status_code == 400 and page > 1:
-            break  # past the last page on some servers
-        if resp.status_code != 200:
-            raise RemoteError(
-                f"WooCommerce answered HTTP {resp.status_code} after retries; "
-                f"{out.pages} page(s) committed",
-                file=url,
-            )
-        try:
-            batch = resp.json()
-            if not isinstance(batch, list):
-                raise TypeError
-        except (ValueError, TypeError):
-            raise RemoteError(
-                "WooCommerce sent a page that is not an orders list", file=url
-            ) from None
-        for raw in batch:
+            # past the last page (rest_invalid_page_number) when X-WP-TotalPages is not sent:
+            # the previous page was the last one
+            batch: list[Any] = []
+        else:
+            if resp.status_code != 200:
+                raise RemoteError(
+                    f"WooCommerce answered HTTP {resp.status_code} after retries; "
+                    f"{out.pages} page(s) committed",
+                    file=url,
+                )
             try:
-                order = map_order(raw)
-            except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                out.rejects.append(reject_api_order(store, SOURCE_NAME, raw, exc))
-                continue
-            if order.updated_at and (newest is None or order.updated_at > newest):
-                newest = order.updated_at
-            store.add(order)
-        out.pages += 1
+                batch = resp.json()
+                if not isinstance(batch, list):
+                    raise TypeError
+            except (ValueError, TypeError):
+                raise RemoteError(
+                    "WooCommerce sent a page that is not an orders list", file=url
+                ) from None
+            for raw in batch:
+                try:
+                    order = map_order(raw)
+                except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
+                    out.rejects.append(reject_api_order(store, SOURCE_NAME, raw, exc))
+                    continue
+                if order.updated_at and (newest is None or order.updated_at > newest):
+                    newest = order.updated_at
+                store.add(order)
+            out.pages += 1
         total_pages = resp.headers.get("X-WP-TotalPages", "")
         last = not batch or (total_pages.isdigit() and page >= int(total_pages))
         if last:
-            cursor = {"watermark": newest}
-            out.watermark = newest
+            # pages go by id, so an order edited after its page was read is only caught by a
+            # mark no later than the run's start
+            mark = not_after(newest, run_start)
+            cursor: dict[str, Any] = {"watermark": mark}
+            out.watermark = mark
         else:
             cursor = {
                 "watermark": old_mark,
-                "resume": {"start": start, "page": page + 1, "newest": newest},
+                "resume": {
+                    "start": start,
+                    "page": page + 1,
+                    "newest": newest,
+                    "server_start": run_start,
+                },
             }
         store.flush(cursor=None if store.dry_run else (SOURCE_NAME, json.dumps(cursor)))
         if last:
