@@ -322,8 +322,8 @@ class ShopifyServer:
                 )
             if kind == "503":
                 return self._send(h, 503, {"errors": "unavailable"})
-            if kind == "stall":
-                time.sleep(float(arg))
+            if kind == "stall":  # say nothing for that long (or until the server stops)
+                self.release.wait(float(arg))
             if kind == "reset":
                 body = self._page_body(state)[0]
                 h.send_response(200)
