@@ -362,6 +362,60 @@ def test_fulfillments_and_refunds_map_to_shipped_delivered_and_refunded(workspac
     ) == ("partially_refunded", 525, "2024-03-05T00:00:00Z")
 
 
+def test_refunds_in_another_currency_reject_the_order_instead_of_a_wrong_amount(workspace, shop):
+    """Refund transactions carry their own currency (presentment money on multi-currency)."""
+    fill(shop, 3)
+    o0, o1 = shop.orders[0], shop.orders[1]
+    o0["financial_status"] = o1["financial_status"] = "partially_refunded"
+    o0["refunds"] = [
+        {
+            "created_at": "2024-03-05T00:00:00Z",
+            "transactions": [
+                {"kind": "refund", "status": "success", "amount": "5.25", "currency": "USD"},
+                {"kind": "refund", "status": "success", "amount": "1.00"},  # no currency: USD
+                {"kind": "refund", "status": "failure", "amount": "9.00", "currency": "EUR"},
+            ],
+        }
+    ]
+    o1["presentment_currency"] = "EUR"
+    o1["refunds"] = [
+        {
+            "created_at": "2024-03-05T00:00:00Z",
+            "transactions": [
+                {"kind": "refund", "status": "success", "amount": "4.60", "currency": "EUR"}
+            ],
+        }
+    ]
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 1
+    rows = db_orders(workspace)
+    assert "5000001" not in rows
+    assert workspace.query("SELECT refunded_minor FROM orders WHERE external_id = '5000000'") == [
+        {"refunded_minor": 625}
+    ]
+    assert workspace.query("SELECT field FROM rejects") == [
+        {"field": "refunds.transactions.currency"}
+    ]
+    assert "order 5000001" in p.stderr and "EUR" in p.stderr
+
+
+def test_an_unknown_or_missing_financial_status_rejects_the_order(workspace, shop):
+    fill(shop, 4)
+    shop.orders[1]["financial_status"] = "mystery"
+    shop.orders[2]["financial_status"] = None
+    shop.orders[3]["financial_status"] = "Expired"
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 2
+    assert set(db_orders(workspace)) == {"5000000", "5000003"}
+    assert db_orders(workspace)["5000003"]["status"] == "pending"
+    assert workspace.query("SELECT field FROM rejects") == [{"field": "financial_status"}] * 2
+    assert "unknown status 'mystery'" in p.stderr
+
+
 def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
     fill(shop, 30)
     workspace.set_config(shopify_config(shop.base))

@@ -48,8 +48,29 @@ from csops.timeutil import parse_duration
 SOURCE_NAME = "shopify-api"
 
 
+# Shopify's financial statuses (REST; ``expired`` as in the CSV export); anything else, and a
+# missing one, rejects the order rather than guessing "pending"
+FINANCIAL = (
+    "pending",
+    "authorized",
+    "partially_paid",
+    "paid",
+    "partially_refunded",
+    "refunded",
+    "voided",
+    "expired",
+)
+
+
 def map_status(o: dict[str, Any], delivered: bool) -> str:
-    financial = (o.get("financial_status") or "").lower()
+    raw = o.get("financial_status")
+    financial = raw.lower() if isinstance(raw, str) else ""
+    if financial not in FINANCIAL:
+        raise FieldError(
+            "financial_status",
+            f"unknown status {str(raw)[:30]!r}" if raw not in (None, "") else "missing",
+            ", ".join(FINANCIAL),
+        )
     fulfillment = (o.get("fulfillment_status") or "").lower()
     if financial == "refunded":
         return "refunded"
@@ -94,6 +115,18 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
     for r in o.get("refunds") or []:
         for t in r.get("transactions") or []:
             if t.get("kind") == "refund" and t.get("status") == "success":
+                # a transaction is in the currency it was paid in: the presentment currency on
+                # a multi-currency order. The REST order has no refund total in the shop's
+                # currency to fall back on (current_total_price also moves with edits), so
+                # such an order is rejected rather than stored with a wrong amount.
+                t_currency = str(t.get("currency") or currency).upper()
+                if t_currency != currency:
+                    raise FieldError(
+                        "refunds.transactions.currency",
+                        f"refund of {str(t.get('amount'))[:20]} {t_currency[:10]} on an order in "
+                        f"{currency}: no refund total in {currency} to use instead",
+                        f"refund transactions in the order's currency ({currency})",
+                    )
                 refunded += api_money(t.get("amount"), currency, "refunds.transactions.amount")
         if (t := api_time(r.get("created_at"), "refunds.created_at")) is not None:
             refund_times.append(t)
