@@ -305,7 +305,13 @@ class ShopifyServer:
         else:
             state = {"min": q.get("updated_at_min"), "after": None, "n": 1}
         page = state["n"]
-        entry = {"t": time.monotonic(), "page": page, "query": q, "path": url.path}
+        entry = {
+            "t": time.monotonic(),
+            "page": page,
+            "query": q,
+            "path": url.path,
+            "token": h.headers.get("X-Shopify-Access-Token"),
+        }
         self.log.append(entry)
         if h.headers.get("X-Shopify-Access-Token") != self.token:
             return self._send(h, 401, {"errors": "[API] Invalid API key or access token"})
@@ -322,6 +328,9 @@ class ShopifyServer:
                 )
             if kind == "503":
                 return self._send(h, 503, {"errors": "unavailable"})
+            if kind == "redirect":  # to another base URL ("self": this one), same path and query
+                target = self.base if arg == "self" else arg
+                return self._send(h, 302, {}, {"Location": target + h.path})
             if kind == "stall":  # say nothing for that long (or until the server stops)
                 self.release.wait(float(arg))
             if kind == "reset":

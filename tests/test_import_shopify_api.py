@@ -150,6 +150,26 @@ def test_a_refused_token_exits_1_naming_the_variable_without_its_value(workspace
     assert "shpat_wrong_secret_value" not in json.dumps(runs)
 
 
+def test_a_redirect_to_another_host_is_refused_before_the_token_is_sent_there(workspace, shop):
+    """AT-29: requests strips only Authorization on a cross-host redirect, not our header."""
+    other = ShopifyServer()
+    other.start()
+    try:
+        fill(shop, 600)
+        fill(other, 600)
+        shop.faults = {1: ["redirect:self"], 2: [f"redirect:{other.base}"]}
+        workspace.set_config(shopify_config(shop.base))
+        p = workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+        assert p.code == 1, p.stderr
+        assert other.log == []  # never asked, so never saw the token
+        assert other.base.split("//")[1] in p.stderr and "redirect" in p.stderr
+        assert "shpat_test_token_value" not in p.stderr + p.stdout
+        assert [e["page"] for e in shop.log] == [1, 1, 2]  # the same-host redirect is followed
+        assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 250
+    finally:
+        other.stop()
+
+
 def test_a_missing_token_variable_is_a_config_error(workspace, shop):
     workspace.set_config(shopify_config(shop.base))
     p = workspace.run("import", "orders", "--from", "shopify-api")

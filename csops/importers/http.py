@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -95,6 +96,25 @@ def retry_when(seconds: float) -> str:
         return "later"
 
 
+class SameOriginSession(requests.Session):
+    """A session that follows a redirect only to the same origin (or http → https on it).
+
+    requests drops ``Authorization`` on a redirect to another host but keeps every other
+    header, so ``X-Shopify-Access-Token`` would go wherever a ``Location`` points. An API has
+    no business sending us to another host: the run stops before that request is made.
+    """
+
+    def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+        if self.should_strip_auth(response.request.url, prepared_request.url):
+            target = urlsplit(prepared_request.url)
+            raise RemoteError(
+                f"refused a redirect to another host ({target.scheme}://{target.netloc}); "
+                "credentials are only sent to the configured host",
+                file=_strip_query(response.request.url),
+            )
+        super().rebuild_auth(prepared_request, response)
+
+
 @dataclass
 class Client:
     """A configured session plus the retry policy for failures below the HTTP status level."""
@@ -130,15 +150,15 @@ class Client:
                 requests.exceptions.ChunkedEncodingError,
             ) as exc:
                 last = exc
-                wait = min(0.2 * 2**attempt, 5.0)
-                log.warning(
-                    "request failed (%s); retry %d/%d in %.1f s",
-                    type(exc).__name__,
-                    attempt + 1,
-                    attempts - 1,
-                    wait,
-                )
                 if attempt + 1 < attempts:
+                    wait = min(0.2 * 2**attempt, 5.0)
+                    log.warning(
+                        "request failed (%s); retry %d/%d in %.1f s",
+                        type(exc).__name__,
+                        attempt + 1,
+                        attempts - 1,
+                        wait,
+                    )
                     self.sleep(wait)
         raise RemoteError(
             f"no answer after {attempts} attempts: {type(last).__name__}",
@@ -167,7 +187,7 @@ def make_client(settings: ImportSettings, headers: dict[str, str] | None = None)
         retry_after_max=10**9,  # see the real value; the cap below decides
     )
     retry.cap = settings.retry_after_cap
-    session = requests.Session()
+    session = SameOriginSession()
     adapter = HTTPAdapter(max_retries=retry, pool_connections=1, pool_maxsize=1)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
