@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
@@ -68,9 +68,36 @@ def sniff_encoding(head: bytes) -> str:
             return "utf-8"
     try:
         head.decode("gb18030")
-        return "gb18030"
     except UnicodeDecodeError:
         return "utf-8"
+    # GB18030 also decodes most Western single-byte text ("Jürgen" -> "J黵gen"): take it only
+    # when the double bytes look like Chinese; else read UTF-8 and let the error say which
+    return "gb18030" if looks_chinese(head) else "utf-8"
+
+
+_DOUBLE_BYTE = re.compile(rb"[\x81-\xfe][\x40-\xfe]")
+
+
+def looks_chinese(data: bytes) -> bool:
+    """Whether the non-ASCII bytes of ``data`` read as GB2312-range Chinese characters (both
+    bytes >= 0xA1, as nearly every character of a Taobao export), not as the lone accented
+    letters of a Windows-1252 text (a high byte followed by an ASCII letter)."""
+    pairs = _DOUBLE_BYTE.findall(data)
+    if not pairs:
+        return False
+    chinese = sum(1 for p in pairs if p[0] >= 0xA1 and p[1] >= 0xA1)
+    return chinese * 2 >= len(pairs)
+
+
+def encoding_hint(bad: bytes) -> str:
+    """The encoding to suggest for bytes another encoding refused, and what such files are."""
+    if looks_chinese(bad):
+        return "gb18030"
+    try:
+        bad.decode("utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        return "cp1252"
 
 
 def open_text(binary: IO[bytes], encoding: str | None = None) -> tuple[IO[str], str]:
@@ -97,10 +124,28 @@ class BadRecord(dict):
         self.expected = expected
 
 
-def _records(text: IO[str], limit: int) -> Iterator[tuple[int, str, bool]]:
-    """(first physical line, record text, closed) — a record spans lines while a quote is open.
+def opens_quote(text: str, delimiter: str = ",") -> bool:
+    """Whether ``text`` ends inside a quoted field by the CSV rules: a quote opens a field only
+    at the field's start, so the inch mark of ``12" pizza`` opens nothing."""
+    try:
+        for _ in csv.reader([text], delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
-    A quote still open after ``limit`` characters or at the end of the file makes the record
+
+def _records(
+    text: IO[str],
+    limit: int,
+    delimiter: str = ",",
+    complete: Callable[[str], bool] = lambda _record: True,
+) -> Iterator[tuple[int, str, bool]]:
+    """(first physical line, record text, closed) — a record spans lines while a quoted field
+    is open.
+
+    A quote still open after ``limit`` characters or at the end of the file, or a record over
+    several lines that is not ``complete`` (one row of the header's width), makes the record
     unterminated (closed=False); the lines after its first are then read again as records.
     """
     pending: deque[tuple[int, str]] = deque()
@@ -118,7 +163,7 @@ def _records(text: IO[str], limit: int) -> Iterator[tuple[int, str, bool]]:
 
     while (first := read()) is not None:
         start, line = first
-        if not line.count('"') & 1:
+        if not line.count('"') & 1 or not opens_quote(line, delimiter):
             yield start, line, True
             continue
         taken: list[tuple[int, str]] = []
@@ -126,11 +171,14 @@ def _records(text: IO[str], limit: int) -> Iterator[tuple[int, str, bool]]:
         while size <= limit and (nxt := read()) is not None:
             taken.append(nxt)
             size += len(nxt[1])
-            if nxt[1].count('"') & 1:
+            if nxt[1].count('"') & 1 and not opens_quote(
+                line + "".join(t[1] for t in taken), delimiter
+            ):
                 closed = True
                 break
-        if closed and size <= limit:
-            yield start, line + "".join(t[1] for t in taken), True
+        record = line + "".join(t[1] for t in taken) if closed and size <= limit else ""
+        if record and complete(record):
+            yield start, record, True
         else:
             pending.extendleft(reversed(taken))
             yield start, line, False
@@ -144,10 +192,18 @@ def iter_dict_rows(
     Streams record by record. A record that cannot be a row comes as a :class:`BadRecord`.
     """
     csv.field_size_limit(max(limit, csv.field_size_limit()))
-    records = _records(text, limit)
 
     def parse(record: str) -> list[str]:
         return next(csv.reader([record], delimiter=delimiter, strict=True), [])
+
+    def complete(record: str) -> bool:
+        try:
+            return not width or len(parse(record)) == width
+        except csv.Error:
+            return False
+
+    width = 0
+    records = _records(text, limit, delimiter, complete)
 
     header: list[str] = []
     for _line, record, _closed in records:

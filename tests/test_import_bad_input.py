@@ -245,3 +245,35 @@ def test_a_bad_row_inside_an_order_rejects_the_whole_order(workspace, tmp_path):
     assert all(_original_kept(r) for r in got)
     whole = [r for r in got if "left out whole" in r["_reason"]]
     assert {r["Name"] for r in whole} >= {"#10002", "#10003", "#10004", "#10005", "#10006"}
+
+
+def test_a_western_single_byte_file_is_refused_not_read_as_chinese(workspace, tmp_path):
+    """GB18030 decodes most Windows-1252 text ("Jürgen" -> "J黵gen"): such a file is refused
+    naming its line and suggesting cp1252, and with ``--encoding cp1252`` it reads right."""
+    workspace.set_config(
+        """
+[import.mappings.de]
+delimiter = ";"
+decimal_comma = true
+date_format = "%d.%m.%Y %H:%M"
+[import.mappings.de.columns]
+order_id = "Auftrag"
+created_at = "Datum"
+total = "Summe"
+name = "Kunde"
+email = "Mail"
+"""
+    )
+    rows = [f"A-{k};05.03.2024 14:02;1.234,56;Kunde {k};k{k}@example.de\n" for k in range(30)]
+    rows[20] = "A-20;05.03.2024 14:02;9,90;Jürgen Müller, Straße;jm@example.de\n"
+    path = tmp_path / "latin.csv"
+    path.write_bytes(("Auftrag;Datum;Summe;Kunde;Mail\n" + "".join(rows)).encode("cp1252"))
+    args = ("import", "orders", "--from", "csv", "--mapping", "de", str(path))
+    p = workspace.run(*args)
+    assert p.code == 2, p.stderr
+    assert f"{path}:22: bytes not valid utf-8" in p.stderr and "--encoding cp1252" in p.stderr
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
+    p = workspace.run(*args, "--encoding", "cp1252")
+    assert p.code == 0, p.stderr
+    names = {r["name"] for r in workspace.query("SELECT name FROM customers")}
+    assert "Jürgen Müller, Straße" in names and len(names) == 30

@@ -94,10 +94,11 @@ def test_the_reader_process_stores_the_same_rows_counts_and_rejects_as_the_seque
     assert counts["inserted"] > 200 and counts["rejected"] >= 3
 
 
-def test_a_file_refused_midway_keeps_the_same_whole_batches_in_both_paths(workspace, tmp_path):
-    """Bytes that are not UTF-8 at line 501: exit 2 naming that very line (the decoder only
-    knew the block it was in), and the batches read before them land in the forked path
-    exactly as in the sequential one."""
+def test_undecodable_bytes_deep_in_a_file_refuse_it_whole_before_any_write(workspace, tmp_path):
+    """Bytes that are not UTF-8 at line 501 of a file: exit 2 naming that very line and no
+    order written, in both paths (the file is read through its decoder before anything is
+    written). On stdin, which cannot be read twice, the batches read before the bytes land,
+    and the forked path stores exactly the same whole batches as the sequential one."""
     src = tmp_path / "export.csv"
     write_shopify(src, gen_orders(400, seed=6))
     lines = src.read_bytes().splitlines(keepends=True)
@@ -109,17 +110,24 @@ def test_a_file_refused_midway_keeps_the_same_whole_batches_in_both_paths(worksp
             workspace.replace_config(
                 "reader_process_min_bytes = -1", "reader_process_min_bytes = 0"
             )
-        db_path = tmp_path / f"{mode}.db"
-        proc = workspace.run(
-            *("--db", str(db_path), "import", "orders", "--from", "shopify-csv", str(src)),
-            env={"CSOPS_TESTING": "1", "CSOPS_NOW": "2024-05-01T10:00:00Z"},
-        )
-        assert proc.code == 2, proc.stderr
-        assert f"{src}:501: bytes not valid utf-8" in proc.stderr, proc.stderr
-        assert "Traceback" not in proc.stderr
-        stored[mode] = rows(db_path, "SELECT external_id, content_hash FROM orders ORDER BY id")
-    assert stored["forked"] == stored["sequential"]
-    assert len(stored["forked"]) >= 37 * 3  # whole batches before the bad bytes
+        for name, how in (("file", str(src)), ("stdin", "-")):
+            db_path = tmp_path / f"{mode}-{name}.db"
+            proc = workspace.run(
+                *("--db", str(db_path), "import", "orders", "--from", "shopify-csv", how),
+                input=src.read_bytes() if how == "-" else None,
+                env={"CSOPS_TESTING": "1", "CSOPS_NOW": "2024-05-01T10:00:00Z"},
+            )
+            assert proc.code == 2, proc.stderr
+            # on stdin the line named is the first of the block the decoder was reading
+            where = f"{src}:501" if name == "file" else "<stdin>:363"
+            assert f"{where}: bytes not valid utf-8" in proc.stderr, proc.stderr
+            assert "Traceback" not in proc.stderr
+            stored[mode, name] = rows(
+                db_path, "SELECT external_id, content_hash FROM orders ORDER BY id"
+            )
+    assert stored["sequential", "file"] == stored["forked", "file"] == []
+    assert stored["forked", "stdin"] == stored["sequential", "stdin"]
+    assert len(stored["forked", "stdin"]) >= 37 * 3  # whole batches before the bad bytes
 
 
 def test_a_bulk_load_sets_indexes_aside_and_leaves_the_full_index_set_after_it(workspace, tmp_path):

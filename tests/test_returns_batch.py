@@ -320,3 +320,18 @@ def test_a_taobao_refund_export_in_gbk_is_read_and_exported_back_in_gb18030(shop
     assert [(r["order_number"], r["refund_amount"], r["currency"]) for r in rows] == [
         ("3861220471234567890", "128.00", "CNY")
     ]
+
+
+def test_an_inch_mark_in_a_reason_text_costs_no_line(shop, tmp_path):
+    """``12" too small`` in an unquoted cell opens no quoted field: each line is decided on its
+    own (before, every line up to the next odd number of quotes was swallowed as one record)."""
+    lines = [
+        'R1,#1001,MUG,1,changed_mind,frame 12" too small,2024-04-20T10:00:00Z,refund,unopened',
+        "R3,#1002,MUG,1,changed_mind,,2024-04-20T10:00:00Z,refund,",
+        "R4,#9999,MUG,1,changed_mind,,2024-04-20T10:00:00Z,refund,",
+        'R2,#1001,TOWEL,1,wrong_item,blue 9" not red,2024-04-20T10:00:00Z,refund,',
+    ]
+    proc = shop.run("returns", "process", str(write_batch(tmp_path / "batch.csv", lines)))
+    got = decisions_by_id(proc.stdout)
+    assert sorted(got) == ["R1", "R2", "R3", "R4"], proc.stderr
+    assert got["R1"]["decision"] == "approved" and got["R3"]["code"] == "order_cancelled"

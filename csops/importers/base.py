@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
 from typing import IO, Any
 
-from csops.csvio import open_text
+from csops.csvio import encoding_hint, open_text, opens_quote, sniff_encoding
 from csops.errors import InputError, UsageError
 from csops.model import (
     CURRENCY_ALIASES,
@@ -483,6 +483,58 @@ class EncodingMismatch(UsageError):
     encoding: str | None = None  # the codec that refused them
 
 
+_KINDS = {
+    "gb18030": "a Chinese (GBK/GB18030)",
+    "utf-8": "a UTF-8",
+    "cp1252": "a Western (Windows-1252/Latin-1)",
+}
+
+
+def encoding_refusal(exc: UnicodeDecodeError, enc: str, file: str, line: int) -> EncodingMismatch:
+    """The error for bytes ``enc`` refused: where, and which encoding they look like."""
+    hint = encoding_hint(bytes(exc.object[exc.start : exc.start + 16]))
+    if hint == enc.lower() or (hint == "utf-8" and enc.lower().startswith("utf")):
+        hint = "cp1252" if enc.lower().startswith("utf") else "utf-8"
+    mismatch = EncodingMismatch(
+        f"bytes not valid {enc} ({exc.reason}); pass --encoding {hint} if the file is "
+        f"{_KINDS[hint]} export",
+        file=file,
+        line=line,
+        expected=f"text in {enc}",
+    )
+    mismatch.encoding = enc
+    return mismatch
+
+
+def refuse_undecodable(binary: IO[bytes], encoding: str | None, file: str) -> None:
+    """Read a seekable file once through its decoder before anything is written, so bytes it
+    cannot decode refuse the file as a whole (exit 2, no rows), wherever they are."""
+    head = binary.read(65536)
+    binary.seek(0)
+    enc = encoding or sniff_encoding(head)
+    if enc.lower().replace("_", "-") in ("utf-8", "utf8") and head.startswith(codecs.BOM_UTF8):
+        enc = "utf-8-sig"
+    try:
+        decoder = codecs.getincrementaldecoder(enc)("strict")
+    except LookupError:
+        return  # open_source names the unknown encoding
+    line = 1
+    try:
+        while block := binary.read(1 << 20):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                at = line + bytes(exc.object).count(b"\n", 0, exc.start)
+                raise encoding_refusal(exc, enc, file, at) from None
+            line += block.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise encoding_refusal(exc, enc, file, line) from None
+    finally:
+        binary.seek(0)
+
+
 def first_undecodable_line(binary: IO[bytes], encoding: str) -> int | None:
     """The physical line holding the first byte ``encoding`` refuses, read again from the
     start of a seekable file in blocks (the decoding reader only knows the block it was
@@ -572,14 +624,7 @@ class _Layout:
         return ""
 
     def opens_quote(self, text: str) -> bool:
-        """Whether ``text`` ends inside a quoted field by the CSV rules: a quote opens a field
-        only at the field's start, so the inch mark of ``12" pizza`` opens nothing."""
-        try:
-            for _ in csv.reader([text], delimiter=self.delimiter, strict=True):
-                pass
-        except csv.Error as exc:
-            return "unexpected end of data" in str(exc)
-        return False
+        return opens_quote(text, self.delimiter)
 
     def complete_row(self, text: str) -> bool:
         """Whether a record spanning several lines reads as one well-formed row of the header's
@@ -696,16 +741,7 @@ def iter_records(
     delimiter = fmt.delimiter
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
-        hint = "gb18030" if enc.lower().startswith("utf") else "utf-8"
-        mismatch = EncodingMismatch(
-            f"bytes not valid {enc} ({exc.reason}); pass --encoding {hint} if the file is "
-            f"{'a Chinese (GBK/GB18030)' if hint == 'gb18030' else 'a UTF-8'} export",
-            file=file,
-            line=line,
-            expected=f"text in {enc}",
-        )
-        mismatch.encoding = enc
-        return mismatch
+        return encoding_refusal(exc, enc, file, line)
 
     lines = chain.from_iterable(
         _records_text(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE, layout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import io
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from csops.importers.base import (
     ParseEnv,
     first_undecodable_line,
     read_orders,
+    refuse_undecodable,
 )
 from csops.importers.settings import ImportSettings
 from csops.importers.store import OrderStore, PendingReject
@@ -113,7 +115,9 @@ def _open_input(path: str) -> tuple[IO[bytes], str, int | None]:
         raise InputError("is a folder, not a file", file=path) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", file=path) from None
-    return fh, path, p.stat().st_size
+    if not fh.seekable():  # a pipe given by name (<(…), a FIFO): read it like stdin
+        return fh, path, None
+    return fh, path, os.fstat(fh.fileno()).st_size
 
 
 class BulkLoad:
@@ -234,6 +238,8 @@ def import_orders(
     if on_size:
         on_size(size)
     try:
+        if size is not None:  # a file: undecodable bytes anywhere refuse it before any write
+            refuse_undecodable(stream, encoding or fmt.encoding, label)
         return _import_stream(
             ctx,
             fmt,
