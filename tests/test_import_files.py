@@ -569,3 +569,99 @@ created_at = "created"
     assert p.code == 2, p.stderr
     assert "unknown timezone 'Europe/Berln'" in p.stderr and "Traceback" not in p.stderr
     assert "import.mappings" in p.stderr
+
+
+def _taobao_workbook(sample, dest):
+    """The Taobao sample as the seller center's newer .xlsx download: ids as text cells,
+    creation times as date cells, amounts as numbers."""
+    from datetime import datetime
+
+    import openpyxl
+
+    with (sample / "taobao_orders_export.csv").open(encoding="gb18030", newline="") as fh:
+        rows = list(csv.reader(fh))
+    book = openpyxl.Workbook()
+    sheet = book.active
+    for i, row in enumerate(rows):
+        cells: list = []
+        for name, value in zip(rows[0], row, strict=True):
+            name = name.strip()
+            value = value[2:-1] if value.startswith('="') else value
+            if i and name == "订单创建时间" and "-" in value:
+                cells.append(datetime.fromisoformat(value))
+            elif i and name == "买家实际支付金额" and value:
+                cells.append(float(value))
+            else:
+                cells.append(value)
+        sheet.append(cells)
+    book.save(dest)
+    return dest
+
+
+def test_a_taobao_xlsx_report_imports_the_same_orders_as_its_csv(workspace, sample, tmp_path):
+    """FORMATS §4.1: the 订单报表 now downloads as .xlsx. Its first sheet is read like the CSV:
+    the same orders, from a file or from stdin; a legacy .xls or a ZIP that is no workbook is
+    refused at once (exit 2)."""
+    book = _taobao_workbook(sample, tmp_path / "ExportOrderList.xlsx")
+    fields = "external_id, status, total_minor, refunded_minor, created_at, delivered_at"
+    query = f"SELECT {fields} FROM orders ORDER BY external_id"
+    csv_db, xlsx_db, stdin_db = (str(tmp_path / f"{n}.db") for n in ("csv", "xlsx", "stdin"))
+    src = str(sample / "taobao_orders_export.csv")
+    assert workspace.run("--db", csv_db, "import", "orders", "--from", "taobao-csv", src).code == 0
+    p = workspace.run("--db", xlsx_db, "import", "orders", "--from", "taobao-csv", str(book))
+    assert p.code == 0, p.stderr
+    p = workspace.run(
+        *("--db", stdin_db, "import", "orders", "--from", "taobao-csv", "-"),
+        input=book.read_bytes(),
+    )
+    assert p.code == 0, p.stderr
+    want = [tuple(r) for r in sqlite3.connect(csv_db).execute(query)]
+    assert len(want) == 5
+    assert [tuple(r) for r in sqlite3.connect(xlsx_db).execute(query)] == want
+    assert [tuple(r) for r in sqlite3.connect(stdin_db).execute(query)] == want
+    again = workspace.run("--db", xlsx_db, "import", "orders", "--from", "taobao-csv", str(book))
+    assert "unchanged=5" in again.stderr
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 600)
+    (tmp_path / "x.zip").write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    for name, says in (("old.xls", "Excel 97-2003"), ("x.zip", "not an Excel workbook")):
+        p = workspace.run("import", "orders", "--from", "taobao-csv", str(tmp_path / name))
+        assert p.code == 2 and says in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+
+def test_taobao_times_are_china_time_whatever_the_shops_timezone(workspace, sample):
+    workspace.replace_config('timezone = "Asia/Shanghai"', 'timezone = "Europe/Berlin"')
+    p = workspace.run(
+        "import", "orders", "--from", "taobao-csv", str(sample / "taobao_orders_export.csv")
+    )
+    assert p.code == 0, p.stderr
+    done = orders_of(workspace, "taobao")["3861220471234567890"]
+    assert done["created_at"] == "2026-03-01T02:21:33Z"  # 10:21:33 in China
+
+
+def test_a_workbook_with_xml_entity_expansion_is_refused_quickly(workspace, tmp_path):
+    """A billion-laughs sheet (nested XML entities) is refused at once, never expanded."""
+    import zipfile
+
+    import openpyxl
+
+    plain = tmp_path / "plain.xlsx"
+    book = openpyxl.Workbook()
+    book.active.append(["订单编号"])
+    book.save(plain)
+    levels = ['<!ENTITY a "aaaaaaaaaa">'] + [
+        f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("abcdefg", "bcdefgh", strict=True)
+    ]
+    doctype = f"<!DOCTYPE worksheet [{''.join(levels)}]>".encode()
+    row = b'<row r="2"><c r="A2" t="inlineStr"><is><t>&h;</t></is></c></row>'
+    bomb = tmp_path / "laughs.xlsx"
+    with zipfile.ZipFile(plain) as zin, zipfile.ZipFile(bomb, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                head, _, rest = data.partition(b"?>")
+                data = head + b"?>" + doctype + rest.replace(b"<sheetData>", b"<sheetData>" + row)
+            zout.writestr(item, data)
+    p = workspace.run("import", "orders", "--from", "taobao-csv", str(bomb), timeout=60)
+    assert p.code == 2, p.stderr
+    assert "cannot read the workbook" in p.stderr and "Traceback" not in p.stderr
+    assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0

@@ -169,6 +169,9 @@ class CsvFormat:
     cell_parser: (
         Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]] | None
     ) = None
+    # The zone the platform writes naive times in (Taobao: China time, FORMATS.md §4.1), used
+    # unless [import] timezone says otherwise; None = the shop's timezone.
+    timezone: str | None = None
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.

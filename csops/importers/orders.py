@@ -26,7 +26,7 @@ from csops import db as dbmod
 from csops import registry
 from csops.csvio import SafeCsvWriter
 from csops.errors import InputError, UsageError
-from csops.importers import pipeline
+from csops.importers import pipeline, xlsx
 from csops.importers.base import (
     CsvFormat,
     EncodingMismatch,
@@ -101,6 +101,26 @@ class RejectsFile:
     def close(self) -> None:
         if self._fh:
             self._fh.close()
+
+
+def _peek(stream: IO[bytes], n: int) -> bytes:
+    """The first ``n`` bytes of a file or of stdin, left to be read again."""
+    peek = getattr(stream, "peek", None)
+    if peek is not None:
+        return peek(n)[:n]
+    head = stream.read(n)
+    stream.seek(0)
+    return head
+
+
+def _seekable(stream: IO[bytes]) -> IO[bytes]:
+    """``stream`` itself if it can seek (a ZIP is read from its end), else a spooled copy."""
+    if stream.seekable():
+        return stream
+    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned
+    shutil.copyfileobj(stream, spool)
+    spool.seek(0)
+    return spool  # type: ignore[return-value]
 
 
 def _open_input(path: str) -> tuple[IO[bytes], str, int | None]:
@@ -230,11 +250,26 @@ def import_orders(
         raise UsageError(f"--from {source_name} needs a PATH (or - for stdin)")
     fmt = resolve_format(source, settings, mapping)
     env = ParseEnv(
-        tz=ZoneInfo(settings.timezone or ctx.config.shop.timezone),
+        tz=ZoneInfo(settings.timezone or fmt.timezone or ctx.config.shop.timezone),
         currency=ctx.config.shop.currency,
         field_size_limit=settings.field_size_limit,
     )
     stream, label, size = _open_input(path)
+    try:
+        if xlsx.sniff(_peek(stream, 8), label):  # a workbook: its first sheet as a CSV
+            workbook = _seekable(stream)
+            converted = xlsx.as_csv(workbook, label)
+            if workbook is not stream:
+                workbook.close()
+            if stream is not sys.stdin.buffer:
+                stream.close()
+            stream, size = converted, converted.seek(0, os.SEEK_END)
+            converted.seek(0)
+            encoding = "utf-8"
+    except BaseException:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+        raise
     if on_size:
         on_size(size)
     try:

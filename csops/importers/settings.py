@@ -144,7 +144,7 @@ class ImportSettings:
     # writes (two cores); -1 = never
     reader_process_min_bytes: int = 1_000_000
     field_size_limit: int = 131072  # a longer CSV field rejects its row (bytes-ish)
-    timezone: str = ""  # naive times in files are read here; empty = the shop's timezone
+    timezone: str = ""  # naive times in files; empty = the format's own zone, else the shop's
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     max_retries: int = 4  # per request, for 429/5xx/timeouts/dropped connections

@@ -132,4 +132,5 @@ SOURCE = CsvFormat(
     required=REQUIRED,
     parse_group=parse_group,
     group_key=_key,
+    timezone="Asia/Shanghai",  # the seller center writes China time, whatever the shop's zone
 )
