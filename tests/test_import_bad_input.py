@@ -277,3 +277,37 @@ email = "Mail"
     assert p.code == 0, p.stderr
     names = {r["name"] for r in workspace.query("SELECT name FROM customers")}
     assert "Jürgen Müller, Straße" in names and len(names) == 30
+
+
+def test_negative_order_amounts_and_discounts_above_the_line_are_rejected(workspace, tmp_path):
+    """No Shopify or Taobao export writes a negative total: such a cell is a defect, not money
+    to store (it would turn refunds and KPIs upside down)."""
+    lines = [
+        _csv_line(shopify_line(0)),
+        _csv_line(shopify_line(1, Total="-10.00")),
+        _csv_line(shopify_line(2, **{"Refunded Amount": "-1.00"})),
+        _csv_line(shopify_line(3, **{"Lineitem discount": "12.00"})),
+        _csv_line(shopify_line(4, **{"Lineitem discount": "-1.00"})),
+    ]
+    path = tmp_path / "neg.csv"
+    path.write_text(",".join(SHOPIFY_COLUMNS) + "\n" + "".join(lines), encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--json")
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 1 and p.json()[0]["rejected"] == 4
+    assert "neg.csv:3: Total: negative amount" in p.stderr
+    assert "neg.csv:4: Refunded Amount: negative amount" in p.stderr
+    assert (
+        "neg.csv:5: Lineitem discount:" in p.stderr and "neg.csv:6: Lineitem discount:" in p.stderr
+    )
+    text = taobao_text(3).splitlines(keepends=True)
+    header = next(csv.reader([text[0]]))
+    at = [h.strip() for h in header].index("总金额")
+    row = next(csv.reader([text[2]]))
+    row[at] = "-" + row[at]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(row)
+    bad = tmp_path / "tb.csv"
+    bad.write_text(text[0] + text[1] + buf.getvalue() + "".join(text[3:]), encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "taobao-csv", str(bad), "--json")
+    assert p.code == 3 and p.json()[0]["rejected"] == 1, p.stderr
+    assert "tb.csv:3: 总金额: negative amount" in p.stderr

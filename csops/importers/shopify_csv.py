@@ -152,6 +152,12 @@ def _items(rows: list[tuple[int, tuple[str, ...]]], currency: str) -> list[tuple
             discount = known(discount_cell)
             if discount is None:
                 discount = parse_money(discount_cell, currency, "Lineitem discount")
+            if not 0 <= discount <= price * qty:
+                raise FieldError(
+                    "Lineitem discount",
+                    "discount below zero or above the line's price × quantity",
+                    f"an amount from 0 to {price * qty} minor units",
+                )
             # _text(), inlined for the usual clean cells: this runs once per export row
             if not (sku and sku[0] != "=" and sku.strip() is sku):
                 sku = _text(sku, 200)
@@ -252,6 +258,11 @@ def _parse(
     refunded_minor = known(refunded)
     if refunded_minor is None:
         refunded_minor = parse_money(refunded, currency, "Refunded Amount")
+    amounts = (subtotal_minor, shipping_minor, tax_minor, discount_minor, total_minor)
+    if min(amounts) < 0 or refunded_minor < 0:  # Shopify writes none of these below zero
+        names = ("Subtotal", "Shipping", "Taxes", "Discount Amount", "Total", "Refunded Amount")
+        at = next(i for i, v in enumerate((*amounts, refunded_minor)) if v < 0)
+        raise FieldError(names[at], "negative amount", "an amount ≥ 0")
     paid = parse_time(paid_cell, env, "Paid at") if paid_cell else None
     shipped = fulfilled_at if fulfillment in ("fulfilled", "partial") else None
     return (

@@ -86,6 +86,11 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
         refunded = parse_money(row.get("退款金额", ""), c, "退款金额")
     else:  # the 41-column layout: paid = total − refund on closed/refunded orders
         refunded = max(0, total - paid_amount) if unwrap(row.get("订单付款时间")) else 0
+    amounts = {"买家应付货款": goods, "买家应付邮费": shipping, "总金额": total}
+    amounts.update({"买家实际支付金额": paid_amount, "退款金额": refunded})
+    negative = next((name for name, v in amounts.items() if v < 0), None)
+    if negative:
+        raise FieldError(negative, "negative amount", "an amount ≥ 0", line)
     reason = unwrap(row.get("订单关闭原因"))
     if status == "cancelled" and (refunded > 0 or reason == "退款"):
         status = "refunded"
