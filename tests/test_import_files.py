@@ -55,7 +55,11 @@ def test_shopify_sample_lands_with_exact_money_statuses_and_utc_times(workspace,
         o["discount_minor"],
         o["total_minor"],
         o["refunded_minor"],
-    ) == (12600, 1008, 1200, 13608, 2400)
+    ) == (13800, 1008, 1200, 13608, 2400)  # subtotal before the discount, as every source
+    for r in rows.values():  # total = subtotal + shipping + tax − discount, for every order
+        assert r["total_minor"] == (
+            r["subtotal_minor"] + r["shipping_minor"] + r["tax_minor"] - r["discount_minor"]
+        )
     assert o["created_at"] == "2024-03-07T16:59:40Z".replace("2024", "2026")
     assert (
         rows["#1003"]["currency"] == "EUR"

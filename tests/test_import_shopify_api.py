@@ -461,3 +461,18 @@ def test_since_starts_at_that_day_in_the_shop_timezone_instead_of_the_watermark(
         "import", "orders", "--from", "shopify-api", "--since", "last week", env=TOKEN_ENV
     )
     assert bad.code == 2 and "--since" in bad.stderr
+
+
+def test_the_subtotal_is_stored_before_discounts_as_for_every_source(workspace, shop):
+    """``subtotal_price`` is after discounts; csops stores the subtotal before them, so that
+    total = subtotal + shipping + tax − discount holds as it does for the CSV export."""
+    fill(shop, 2)
+    shop.orders[1].update(
+        {"subtotal_price": "18.00", "total_discounts": "2.00", "total_price": "24.50"}
+    )
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    row = workspace.query("SELECT * FROM orders WHERE external_id = '5000001'")[0]
+    money = ("subtotal_minor", "shipping_minor", "tax_minor", "discount_minor", "total_minor")
+    assert tuple(row[k] for k in money) == (2000, 650, 0, 200, 2450)

@@ -175,7 +175,7 @@ class CsvFormat:
 
 
 # Bump when parsing changes what is stored, so unchanged files are parsed again once.
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: Shopify's subtotal stored before discounts
 
 
 @dataclass(slots=True)

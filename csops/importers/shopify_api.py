@@ -168,7 +168,9 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
             name=name or None,
             platform_buyer_id=str(customer["id"]) if customer.get("id") else None,
         ),
-        subtotal_minor=api_money(o.get("subtotal_price"), currency, "subtotal_price"),
+        # subtotal_price is after discounts; stored before them, as for every source
+        subtotal_minor=api_money(o.get("subtotal_price"), currency, "subtotal_price")
+        + api_money(o.get("total_discounts"), currency, "total_discounts"),
         shipping_minor=sum(
             api_money(s.get("price"), currency, "shipping_lines.price")
             for s in o.get("shipping_lines") or []

@@ -181,7 +181,11 @@ def _parse(
     env: ParseEnv,
 ) -> Compact:
     """One order (compact form) from its first row's ORDER_COLUMNS cells and each row's
-    ITEM_COLUMNS cells."""
+    ITEM_COLUMNS cells.
+
+    Shopify's ``Subtotal`` is Σ(price × quantity) − ``Discount Amount`` (FORMATS.md §1.4); csops
+    stores the subtotal before order-level discounts, as for every other source, so that
+    total = subtotal + shipping + tax − discount holds for every order."""
     (
         name_cell,
         id_cell,
@@ -273,7 +277,7 @@ def _parse(
             email,
             map_status(financial, fulfillment, cancelled is not None),
             currency,
-            subtotal_minor,
+            subtotal_minor + discount_minor,  # Shopify's Subtotal is after discounts (below)
             shipping_minor,
             tax_minor,
             discount_minor,
