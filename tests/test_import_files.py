@@ -669,3 +669,17 @@ def test_a_workbook_with_xml_entity_expansion_is_refused_quickly(workspace, tmp_
     assert p.code == 2, p.stderr
     assert "cannot read the workbook" in p.stderr and "Traceback" not in p.stderr
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 0
+
+
+def test_header_names_in_another_case_are_read_as_the_known_columns(workspace, sample, tmp_path):
+    """A re-saved export with ``Created At`` / ``Lineitem Price`` imports like the original."""
+    text = (sample / "shopify_orders_export.csv").read_text(encoding="utf-8")
+    head, _, rest = text.partition("\n")
+    renamed = head.replace("Created at", "Created At").replace("Lineitem price", "LINEITEM PRICE")
+    path = tmp_path / "recased.csv"
+    path.write_text(renamed + "\n" + rest, encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--json")
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 5
+    item = workspace.query("SELECT unit_price_minor FROM order_items WHERE sku = 'BW-CAN-TALL'")
+    assert item[0]["unit_price_minor"] == 3600

@@ -135,4 +135,15 @@ SOURCE = CsvFormat(
     group_key=_key,
     delimiter="\t",
     quoting=csv.QUOTE_NONE,
+    columns=(
+        "last-updated-date",
+        "product-name",
+        "item-tax",
+        "shipping-price",
+        "shipping-tax",
+        "gift-wrap-price",
+        "gift-wrap-tax",
+        "item-promotion-discount",
+        "ship-promotion-discount",
+    ),
 )

@@ -169,6 +169,9 @@ class CsvFormat:
     cell_parser: (
         Callable[[list[str]], Callable[[list[tuple[int, list[str]]], ParseEnv], Compact]] | None
     ) = None
+    # Every column the format reads (besides ``required``): a header name that differs from
+    # one of these only in case (``Created At``) is read as it.
+    columns: tuple[str, ...] = ()
     # The zone the platform writes naive times in (Taobao: China time, FORMATS.md §4.1), used
     # unless [import] timezone says otherwise; None = the shop's timezone.
     timezone: str | None = None
@@ -571,10 +574,20 @@ def open_source(binary: IO[bytes], encoding: str | None) -> tuple[IO[str], str]:
 
 
 def _canonical(header: list[str], fmt: CsvFormat) -> list[str]:
+    """Header names as the format spells them: stripped, without a BOM, aliases resolved, and
+    a known name in another case (``Created At``) read as the known one unless both appear."""
     out = []
     for h in header:
         name = h.replace("\ufeff", "").strip()
         out.append(fmt.aliases.get(name, name))
+    known = {*fmt.required, *fmt.columns, *fmt.aliases.values()}
+    folded = {k.casefold(): k for k in known}
+    present = set(out)
+    for i, name in enumerate(out):
+        want = folded.get(name.casefold()) if name not in known else None
+        if want is not None and want not in present:
+            out[i] = want
+            present.add(want)
     return out
 
 

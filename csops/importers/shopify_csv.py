@@ -347,4 +347,5 @@ SOURCE = CsvFormat(
     key_cell=_key_cell,
     id_column="Id",
     cell_parser=cell_parser,
+    columns=ORDER_COLUMNS + ITEM_COLUMNS,
 )
