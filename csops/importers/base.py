@@ -580,7 +580,7 @@ def _canonical(header: list[str], fmt: CsvFormat) -> list[str]:
     for h in header:
         name = h.replace("\ufeff", "").strip()
         out.append(fmt.aliases.get(name, name))
-    known = {*fmt.required, *fmt.columns, *fmt.aliases.values()}
+    known = {*fmt.required, *getattr(fmt, "columns", ()), *fmt.aliases.values()}
     folded = {k.casefold(): k for k in known}
     present = set(out)
     for i, name in enumerate(out):
