@@ -13,7 +13,7 @@ import csv
 import io
 import re
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "|")
@@ -66,8 +66,8 @@ def sniff_encoding(head: bytes) -> str:
         # A multi-byte character cut at the end of the sample is still UTF-8.
         if exc.start >= len(head) - 3 and exc.reason == "unexpected end of data":
             return "utf-8"
-    try:
-        head.decode("gb18030")
+    try:  # not final: the sample may end inside a double-byte character
+        codecs.getincrementaldecoder("gb18030")().decode(head, final=False)
     except UnicodeDecodeError:
         return "utf-8"
     # GB18030 also decodes most Western single-byte text ("Jürgen" -> "J黵gen"): take it only
@@ -79,14 +79,23 @@ _DOUBLE_BYTE = re.compile(rb"[\x81-\xfe][\x40-\xfe]")
 
 
 def looks_chinese(data: bytes) -> bool:
-    """Whether the non-ASCII bytes of ``data`` read as GB2312-range Chinese characters (both
-    bytes >= 0xA1, as nearly every character of a Taobao export), not as the lone accented
-    letters of a Windows-1252 text (a high byte followed by an ASCII letter)."""
-    pairs = _DOUBLE_BYTE.findall(data)
-    if not pairs:
-        return False
-    chinese = sum(1 for p in pairs if p[0] >= 0xA1 and p[1] >= 0xA1)
-    return chinese * 2 >= len(pairs)
+    """Whether the non-ASCII bytes of ``data`` read as Chinese GBK rather than as the accented
+    letters of a Windows-1252 text, both of which GB18030 decodes.
+
+    A byte pair counts for Chinese when it is a common hanzi or full-width symbol of GB2312
+    (lead 0xB0-0xD7 or 0xA1-0xA9, trail >= 0xA1) or a GBK extension character with a high
+    trail byte (lead <= 0xA0); it counts for Western text when its second byte is an ASCII
+    letter or digit (an accented letter inside a word: ``Jü|rgen``). Pairs of two accented
+    letters (``öß``) count for neither.
+    """
+    chinese = western = 0
+    for lead, trail in _DOUBLE_BYTE.findall(data):
+        hanzi = trail >= 0xA1 and (0xB0 <= lead <= 0xD7 or 0xA1 <= lead <= 0xA9)
+        if hanzi or (lead <= 0xA0 and trail >= 0x80):  # GB2312 common, or a GBK extension
+            chinese += 1
+        elif trail < 0x80 and chr(trail).isalnum():
+            western += 1
+    return chinese > western
 
 
 def encoding_hint(bad: bytes) -> str:
@@ -124,64 +133,42 @@ class BadRecord(dict):
         self.expected = expected
 
 
-def opens_quote(text: str, delimiter: str = ",") -> bool:
-    """Whether ``text`` ends inside a quoted field by the CSV rules: a quote opens a field only
-    at the field's start, so the inch mark of ``12" pizza`` opens nothing."""
-    try:
-        for _ in csv.reader([text], delimiter=delimiter, strict=True):
-            pass
-    except csv.Error as exc:
-        return "unexpected end of data" in str(exc)
-    return False
+_MAX_RECORD_LINES = 1000  # the most physical lines one record may span
 
 
-def _records(
-    text: IO[str],
-    limit: int,
-    delimiter: str = ",",
-    complete: Callable[[str], bool] = lambda _record: True,
-) -> Iterator[tuple[int, str, bool]]:
-    """(first physical line, record text, closed) — a record spans lines while a quoted field
-    is open.
+class _RunOn(Exception):
+    """A record ran on past _MAX_RECORD_LINES lines (a quote that never closes)."""
 
-    A quote still open after ``limit`` characters or at the end of the file, or a record over
-    several lines that is not ``complete`` (one row of the header's width), makes the record
-    unterminated (closed=False); the lines after its first are then read again as records.
-    """
-    pending: deque[tuple[int, str]] = deque()
-    number = 0
 
-    def read() -> tuple[int, str] | None:
-        nonlocal number
-        if pending:
-            return pending.popleft()
-        line = text.readline()
-        if not line:
-            return None
-        number += 1
-        return number, line
+class _LineFeed:
+    """Physical lines for ``csv.reader``, numbered, remembering those of the record being read
+    so that a record that turns out bad can be given back from its second line on."""
 
-    while (first := read()) is not None:
-        start, line = first
-        if not line.count('"') & 1 or not opens_quote(line, delimiter):
-            yield start, line, True
-            continue
-        taken: list[tuple[int, str]] = []
-        size, closed = len(line), False
-        while size <= limit and (nxt := read()) is not None:
-            taken.append(nxt)
-            size += len(nxt[1])
-            if nxt[1].count('"') & 1 and not opens_quote(
-                line + "".join(t[1] for t in taken), delimiter
-            ):
-                closed = True
-                break
-        record = line + "".join(t[1] for t in taken) if closed and size <= limit else ""
-        if record and complete(record):
-            yield start, record, True
+    def __init__(self, text: IO[str]) -> None:
+        self.text = text
+        self.pending: deque[tuple[int, str]] = deque()
+        self.taken: list[tuple[int, str]] = []  # (number, line) of the current record
+        self.number = 0
+
+    def __iter__(self) -> _LineFeed:
+        return self
+
+    def __next__(self) -> str:
+        if len(self.taken) >= _MAX_RECORD_LINES:
+            raise _RunOn
+        if self.pending:
+            item = self.pending.popleft()
         else:
-            pending.extendleft(reversed(taken))
-            yield start, line, False
+            line = self.text.readline()
+            if not line:
+                raise StopIteration
+            self.number += 1
+            item = (self.number, line)
+        self.taken.append(item)
+        return item[1]
+
+    def give_back(self, items: list[tuple[int, str]]) -> None:
+        self.pending.extendleft(reversed(items))
 
 
 def iter_dict_rows(
@@ -189,51 +176,68 @@ def iter_dict_rows(
 ) -> tuple[list[str], Iterator[tuple[int, dict[str, str]]]]:
     """Header (stripped names) and an iterator of (first physical line, row by header name).
 
-    Streams record by record. A record that cannot be a row comes as a :class:`BadRecord`.
+    Streams record by record; the csv module decides where a record ends (a quote opens a
+    field only at its start, so ``12" too small`` opens nothing). A record that cannot be a
+    row comes as a :class:`BadRecord`. One spanning several lines that fails (a quote left open
+    to the end, past ``limit`` characters or _MAX_RECORD_LINES lines, or a row that is not the
+    header's width while its next line is one) costs its first line only: the lines after it
+    are read again, so one stray quote costs one row, not the rows after it.
     """
     csv.field_size_limit(max(limit, csv.field_size_limit()))
+    feed = _LineFeed(text)
 
-    def parse(record: str) -> list[str]:
-        return next(csv.reader([record], delimiter=delimiter, strict=True), [])
+    def new_reader() -> Any:
+        return csv.reader(feed, delimiter=delimiter, strict=True)
 
-    def complete(record: str) -> bool:
+    def width_of(line: str) -> int:
         try:
-            return not width or len(parse(record)) == width
+            return len(next(csv.reader([line], delimiter=delimiter, strict=True), []))
         except csv.Error:
-            return False
+            return -1
 
-    width = 0
-    records = _records(text, limit, delimiter, complete)
-
+    reader = new_reader()
     header: list[str] = []
-    for _line, record, _closed in records:
-        try:
-            header = [h.strip().lstrip("\ufeff") for h in parse(record)]
-        except csv.Error:
-            header = []
-        break
+    try:
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+    except (csv.Error, _RunOn):
+        header = []
     width = len(header)
 
     def rows() -> Iterator[tuple[int, dict[str, str]]]:
-        for line, record, closed in records:
-            if not closed:
-                yield line, BadRecord("unterminated quoted field", 'a closing "')
-                continue
+        nonlocal reader
+        while True:
+            feed.taken = []
             try:
-                values = parse(record)
-            except csv.Error as exc:
-                yield line, BadRecord(f"malformed CSV ({exc})", "well-formed CSV")
+                values = next(reader)
+            except StopIteration:
+                return
+            except (csv.Error, _RunOn) as exc:
+                taken = feed.taken
+                start = taken[0][0] if taken else feed.number
+                reader = new_reader()  # a fresh state for the next record
+                if len(taken) > 1:  # a quote ran on: its first line, then read the rest again
+                    feed.give_back(taken[1:])
+                    yield start, BadRecord("unterminated quoted field", 'a closing "')
+                else:
+                    yield start, BadRecord(f"malformed CSV ({exc})", "well-formed CSV")
                 continue
+            taken = feed.taken
+            start = taken[0][0] if taken else feed.number
             if not any(v.strip() for v in values):
                 continue
             if len(values) != width:
+                if len(taken) > 1 and width_of(taken[1][1]) == width:
+                    feed.give_back(taken[1:])  # a stray quote swallowed the rows after it
+                    reason = "quote opened here does not close into a row of the header's columns"
+                    yield start, BadRecord(reason, 'a quoted field closed by " on a later line')
+                    continue
                 yield (
-                    line,
+                    start,
                     BadRecord(
                         f"{len(values)} columns where the header has {width}", f"{width} columns"
                     ),
                 )
                 continue
-            yield line, dict(zip(header, values, strict=True))
+            yield start, dict(zip(header, values, strict=True))
 
     return header, rows()

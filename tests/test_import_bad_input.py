@@ -311,3 +311,103 @@ def test_negative_order_amounts_and_discounts_above_the_line_are_rejected(worksp
     p = workspace.run("import", "orders", "--from", "taobao-csv", str(bad), "--json")
     assert p.code == 3 and p.json()[0]["rejected"] == 1, p.stderr
     assert "tb.csv:3: 总金额: negative amount" in p.stderr
+
+
+def _import_lines(workspace, tmp_path, name: str, lines: list[str]):
+    path = tmp_path / name
+    path.write_text(",".join(SHOPIFY_COLUMNS) + "\n" + "".join(lines), encoding="utf-8")
+    rejects = tmp_path / f"{name}.rejects.csv"
+    p = workspace.run(
+        *("import", "orders", "--from", "shopify-csv", str(path), "--rejects", str(rejects)),
+        "--json",
+    )
+    got = []
+    if rejects.exists():
+        with rejects.open(encoding="utf-8-sig", newline="") as fh:
+            got = list(csv.DictReader(fh))
+    return p, got
+
+
+def test_quotes_are_read_by_the_csv_rules_wherever_they_fall(workspace, tmp_path):
+    """The csv module, not a count of quotes, says where a record ends: a stray quote on a line
+    with an even number of quotes costs that line; a quoted note over two lines whose closing
+    line holds an inch mark is one row; a note over three lines in a row of the wrong width is
+    one reject, not one per line. Rows always add up."""
+
+    def line(k: int, name: str = "Mug", **over: str) -> str:  # the name cell written raw
+        return _csv_line(shopify_line(k, **{"Lineitem name": "@N@"}, **over)).replace("@N@", name)
+
+    stray = line(1, '12" Pizza Stone').replace(",MUG,", ',"MUG,', 1)
+    note = line(11, '9" pan', Notes="leave at\ndoor")
+    short = _csv_line(shopify_line(21, Notes="ring\ntwice\nplease")).rstrip("\n")
+    short = short.rsplit(",", 1)[0] + "\n"  # one column short
+    lines = [line(0), stray, *(line(k) for k in range(2, 8)), note, short, line(30)]
+    p, got = _import_lines(workspace, tmp_path, "quotes.csv", lines)
+    assert p.code == 3, p.stderr
+    stored = {r["number"] for r in workspace.query("SELECT number FROM orders")}
+    assert stored == {f"#{10000 + k}" for k in (0, *range(2, 8), 11, 30)}, stored
+    assert p.json()[0]["rejected"] == 2 and len(got) == 2
+    assert got[0]["_line"] == "3" and '12" Pizza Stone' in got[0]["_raw"]
+    assert got[1]["_reason"].startswith("78 columns where the header has 79")
+    notes = workspace.query("SELECT name FROM order_items WHERE name = '9\" pan'")
+    assert len(notes) == 1
+
+
+def test_a_file_whose_every_line_opens_a_quote_is_read_once_per_line_not_to_its_end(
+    workspace, tmp_path
+):
+    """A hostile file (each line ``x",y"y,"z``) is rejected line by line: each retry after a
+    stray quote may run on for a bounded number of lines, so the run ends (before: it read the
+    rest of the file again for every line)."""
+    lines = [_csv_line(shopify_line(0))] + ['x",y"y,"z\n'] * 5000 + [_csv_line(shopify_line(1))]
+    p, _ = _import_lines(workspace, tmp_path, "hostile.csv", lines)
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 5000
+
+
+def test_a_rejected_row_naming_a_later_order_rejects_that_order(workspace, tmp_path):
+    """Rows of #10009 sit apart: its first row (unreadable) before #10008. Storing #10009 from
+    its other row would store it with an item missing."""
+    bad = _csv_line(shopify_line(9)).rstrip("\n") + ",surplus\n"
+    lines = [_csv_line(shopify_line(7)), bad, _csv_line(shopify_line(8))]
+    lines.append(_two_item_order(9)[1])
+    p, _ = _import_lines(workspace, tmp_path, "later.csv", lines)
+    assert p.code == 3, p.stderr
+    stored = {r["number"] for r in workspace.query("SELECT number FROM orders")}
+    assert stored == {"#10007", "#10008"}
+    assert p.json()[0]["inserted"] + p.json()[0]["rejected"] == len(lines)
+
+
+def test_gbk_files_are_detected_wherever_the_64_kib_sample_ends(workspace, tmp_path):
+    """The encoding is guessed from the first 64 KiB; a double-byte character cut by that edge
+    must not make a GBK file look undecodable (it did for about half of all file layouts)."""
+    lines = taobao_text(400, with_astral=False).splitlines(keepends=True)
+
+    def layout(pad: int) -> bytes:  # CRLF on the first `pad` lines shifts later bytes by `pad`
+        crlf = (ln.replace("\n", "\r\n") if i < pad else ln for i, ln in enumerate(lines))
+        return "".join(crlf).encode("gbk")
+
+    def cuts(data: bytes) -> bool:
+        try:
+            data[:65_536].decode("gb18030")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    pad = next(p for p in range(200) if cuts(layout(p)))
+    path = tmp_path / "gbk.csv"
+    path.write_bytes(layout(pad))
+    p = import_into(workspace, str(tmp_path / "gbk.db"), path, "--json")
+    assert p.code == 0 and p.json()[0]["inserted"] == 400, (pad, p.stderr)
+
+
+def test_western_and_chinese_bytes_are_told_apart(workspace, tmp_path):
+    """GB18030 decodes both; accented letters side by side (``Größe``, ``Conceição``) are not
+    Chinese, and a GBK file whose only Chinese is an extension character (喆) is."""
+    from csops.csvio import looks_chinese
+
+    for western in ("Conceição Größer", "Jürgen Müller Straße", "“Naïve” café — déjà vu"):
+        assert not looks_chinese(western.encode("cp1252")), western
+    for chinese in ("喆", "陶瓷马克杯「晨光」，350ml", "小鹿乱撞2026"):
+        assert looks_chinese(chinese.encode("gbk")), chinese
+    assert looks_chinese((tmp_path.parent / "x").as_posix().encode() + "交易成功".encode("gbk"))

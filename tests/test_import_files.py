@@ -683,3 +683,17 @@ def test_header_names_in_another_case_are_read_as_the_known_columns(workspace, s
     assert p.json()[0]["inserted"] == 5
     item = workspace.query("SELECT unit_price_minor FROM order_items WHERE sku = 'BW-CAN-TALL'")
     assert item[0]["unit_price_minor"] == 3600
+
+
+def test_workbook_numbers_read_as_excel_shows_them(tmp_path):
+    """A formula result like 84.00000000000001 is 84 on screen and must be 84 here too, or the
+    amount is rejected for having more decimals than USD allows."""
+    from csops.importers.xlsx import cell_text
+
+    assert [cell_text(v) for v in (84.00000000000001, 0.1 + 0.2, 39.9, 12.0, 1234.5)] == [
+        "84",
+        "0.3",
+        "39.9",
+        "12",
+        "1234.5",
+    ]

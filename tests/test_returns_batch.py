@@ -335,3 +335,14 @@ def test_an_inch_mark_in_a_reason_text_costs_no_line(shop, tmp_path):
     got = decisions_by_id(proc.stdout)
     assert sorted(got) == ["R1", "R2", "R3", "R4"], proc.stderr
     assert got["R1"]["decision"] == "approved" and got["R3"]["code"] == "order_cancelled"
+
+
+def test_a_reason_over_two_lines_whose_last_holds_an_inch_mark_is_one_line(shop, tmp_path):
+    lines = [
+        'R1,#1001,MUG,1,damaged,"cracked\nall over",2024-04-20T10:00:00Z,refund,12" box',
+        "R3,#1002,MUG,1,changed_mind,,2024-04-20T10:00:00Z,refund,",
+    ]
+    proc = shop.run("returns", "process", str(write_batch(tmp_path / "batch.csv", lines)))
+    got = decisions_by_id(proc.stdout)
+    assert sorted(got) == ["R1", "R3"], proc.stderr
+    assert "bad lines" not in proc.stderr and proc.code == 0, proc.stderr

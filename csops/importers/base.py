@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain
 from typing import IO, Any
 
-from csops.csvio import encoding_hint, open_text, opens_quote, sniff_encoding
+from csops.csvio import encoding_hint, open_text, sniff_encoding
 from csops.errors import InputError, UsageError
 from csops.model import (
     CURRENCY_ALIASES,
@@ -610,138 +610,88 @@ def check_header(header: list[str], fmt: CsvFormat, file: str) -> None:
 
 
 _KEPT_CHARS = 10_000  # of an unreadable record's text, kept for the rejects file
+_RECOVERY_LINES = 200  # the most lines one record may span right after a stray quote
 _BLOCK_CHARS = 16384  # lines are read a block at a time (in C); a decode error names its block
 
 
-@dataclass
-class _Layout:
-    """What :func:`_records_text` tells the reader about the records it hands out.
+class _Lines:
+    """The decoded text's physical lines for ``csv.reader``, read a block at a time (in C).
 
-    Records are numbered from 1 (the header). A record's first physical line is its number
-    plus the offset in force: the offset grows only after a record that spans several lines.
+    The csv module decides where a record ends, by the CSV rules (a quote opens a field only
+    at its start, so ``12" pizza`` opens nothing; a quoted field may span lines). The blocks
+    of the record being read are kept by line number, so a record that turns out bad can be
+    quoted in the rejects file and the lines after its first read again.
     """
 
-    offsets: deque[tuple[int, int]] = dc_field(default_factory=deque)  # (from record, offset)
-    # records replaced by "\n": record -> (its first line's text, reason, what was expected)
-    unterminated: dict[int, tuple[str, str, str]] = dc_field(default_factory=dict)
-    lines: int = 0  # physical lines handed out so far
-    has_nul: bool = False  # a NUL was seen: check the cells of every later row
-    delimiter: str = ","
-    width: int = 0  # columns of the header, once read: a multi-line record must have as many
-    limit: int = 131072
-    block: list[str] = dc_field(default_factory=list)  # the block being read, to quote a record
-    block_first: int = 1  # the record number of block[0]
+    def __init__(self, text: IO[str]) -> None:
+        self.text = text
+        self.blocks: deque[tuple[int, list[str]]] = deque()  # (number of its first line, lines)
+        self.read = 0  # physical lines read from the text so far
+        self.keep_from = 1  # lines before this one are never needed again
+        self.has_nul = False  # a NUL was seen: check the cells of every later row
+        self._gen = self._blocks()
 
-    def text_of(self, record: int) -> str:
-        """The text of a record of the current block ("" if it is gone), without its newline."""
-        at = record - self.block_first
-        if 0 <= at < len(self.block):
-            return self.block[at].rstrip("\r\n")
+    def _blocks(self) -> Iterator[list[str]]:
+        while block := self.text.readlines(_BLOCK_CHARS):
+            if not self.has_nul and "\x00" in "".join(block):
+                self.has_nul = True
+            blocks = self.blocks
+            while blocks and blocks[0][0] + len(blocks[0][1]) <= self.keep_from:
+                blocks.popleft()
+            blocks.append((self.read + 1, block))
+            self.read += len(block)
+            yield block
+
+    def source(self, first: int = 0) -> Iterator[str]:
+        """The lines from number ``first`` on (0: where the text stands, for a new file)."""
+        rest = chain.from_iterable(self._gen)
+        if not first:
+            return rest
+        again = [block[max(0, first - start) :] for start, block in self.blocks]
+        return chain(chain.from_iterable(again), rest)
+
+    def line(self, number: int) -> str:
+        """Line ``number`` without its newline ("" if it is no longer kept)."""
+        for start, block in self.blocks:
+            if start <= number < start + len(block):
+                return block[number - start].rstrip("\r\n")
         return ""
 
-    def opens_quote(self, text: str) -> bool:
-        return opens_quote(text, self.delimiter)
 
-    def complete_row(self, text: str) -> bool:
-        """Whether a record spanning several lines reads as one well-formed row of the header's
-        width (if not, its first line was a stray quote: the lines after it are rows)."""
-        try:
-            rows = list(csv.reader([text], delimiter=self.delimiter, strict=True))
-        except csv.Error:
-            return False
-        return not self.width or (len(rows) == 1 and len(rows[0]) == self.width)
+class _RunOn(Exception):
+    """A record read after a stray quote ran on for more than _RECOVERY_LINES lines."""
+
+
+class _Recovering:
+    """The lines after a stray quote, for a reader whose records may span at most
+    _RECOVERY_LINES lines until one record reads whole: a hostile file whose every line opens
+    a quote would otherwise be read to its end once per line (quadratic)."""
+
+    def __init__(self, src: Iterator[str]) -> None:
+        self.src = src
+        self.record_lines = 0  # lines handed out for the record being read
+
+    def __iter__(self) -> _Recovering:
+        return self
+
+    def __next__(self) -> str:
+        if self.record_lines >= _RECOVERY_LINES:
+            raise _RunOn
+        self.record_lines += 1
+        return next(self.src)
 
 
 _STRAY_QUOTE = (
     "quote opened here does not close into a row of the header's columns",
-    'a quoted field closed by "',
+    'a quoted field closed by " on a later line',
 )
 
 
-def _first_open(buf: list[str], layout: _Layout) -> int:
-    """The index of the first line of ``buf`` that leaves a quoted field open, or -1."""
-    start = 0
-    while True:
-        odd = next((i for i, s in enumerate(buf[start:], start) if s.count('"') & 1), -1)
-        if odd < 0 or layout.opens_quote(buf[odd]):
-            return odd
-        start = odd + 1  # an odd number of quotes inside unquoted cells: a row of its own
-
-
-def _records_text(text: IO[str], limit: int, quoted: bool, layout: _Layout) -> Iterator[list[str]]:
-    """Cut decoded text into blocks of records (one or more physical lines each).
-
-    A record continues onto the next line while a quoted field is open (by the CSV rules: a
-    quote opens a field only at its start). A quote left open past ``limit`` characters or at
-    the end of the file, or a multi-line record that does not read as one row of the header's
-    width, makes its first line "unterminated": it is handed out as a bare newline (and noted
-    in ``layout`` with its text), and reading resumes on its next line, so one stray quote
-    costs one row, not the rows after it. Lines with balanced quotes, nearly all of them, pass
-    through as whole blocks.
-    """
-    record = 0
-    buf: list[str] = []
-    while True:
-        if not buf:
-            buf = text.readlines(_BLOCK_CHARS)
-            if not buf:
-                return
-            if not layout.has_nul and "\x00" in "".join(buf):
-                layout.has_nul = True
-        odd = _first_open(buf, layout) if quoted else -1
-        if odd < 0:
-            block, buf = buf, []
-            layout.block, layout.block_first = block, record + 1
-            record += len(block)
-            layout.lines += len(block)
-            yield block
-            continue
-        if odd:
-            block = buf[:odd]
-            layout.block, layout.block_first = block, record + 1
-            record += odd
-            layout.lines += odd
-            yield block
-            del buf[:odd]
-        # buf[0] opens a quoted field: take lines until the record no longer ends inside one
-        size = len(buf[0])
-        k = 1
-        closed = False
-        while size <= limit:
-            if k == len(buf):
-                more = text.readlines(_BLOCK_CHARS)
-                if not more:
-                    break
-                if not layout.has_nul and "\x00" in "".join(more):
-                    layout.has_nul = True
-                buf.extend(more)
-            size += len(buf[k])
-            k += 1
-            if buf[k - 1].count('"') & 1 and not layout.opens_quote("".join(buf[:k])):
-                closed = True
-                break
-        record += 1
-        joined = "".join(buf[:k]) if closed and size <= limit else ""
-        if joined and layout.complete_row(joined):
-            layout.lines += k
-            del buf[:k]
-            layout.offsets.append((record + 1, layout.lines - record))
-            layout.block, layout.block_first = [joined], record
-            yield [joined]
-        else:
-            first = buf[0].rstrip("\r\n")
-            if joined:
-                layout.unterminated[record] = (first, *_STRAY_QUOTE)
-            else:
-                layout.unterminated[record] = (
-                    first,
-                    "unterminated quoted field",
-                    f'a closing " within {limit} characters',
-                )
-            layout.lines += 1
-            del buf[:1]  # the lines after it are read again as records of their own
-            layout.block, layout.block_first = ["\n"], record
-            yield ["\n"]
+def _quoted(text: str) -> str:
+    """An unreadable record's text for the rejects file, cut to a sane length."""
+    if len(text) > _KEPT_CHARS:
+        return f"{text[:_KEPT_CHARS]}… [cut: {len(text)} characters in all]"
+    return text
 
 
 def iter_records(
@@ -751,19 +701,23 @@ def iter_records(
 
     With ``as_values`` a good row comes as the list of its cells in header order (the caller
     makes sure the header has no duplicate names, so that list and the dict agree).
+
+    A record spanning several lines that fails (a quote left open to the end of the file or
+    past ``field_size_limit`` characters, or one that does not read as one row of the
+    header's width) costs its first line only: that line is rejected and reading starts
+    again on the next one, so one stray quote costs one row, never the rows after it.
     """
-    csv.field_size_limit(env.field_size_limit)
-    layout = _Layout(delimiter=fmt.delimiter, limit=env.field_size_limit)
+    limit = env.field_size_limit
+    csv.field_size_limit(limit)
+    lines = _Lines(text)
     delimiter = fmt.delimiter
 
     def decode_failure(exc: UnicodeDecodeError, line: int) -> EncodingMismatch:
         return encoding_refusal(exc, enc, file, line)
 
-    lines = chain.from_iterable(
-        _records_text(text, env.field_size_limit, fmt.quoting != csv.QUOTE_NONE, layout)
-    )
+    source = lines.source()
     try:
-        head = next(lines, "")
+        head = next(source, "")
     except UnicodeDecodeError as exc:
         raise decode_failure(exc, 1) from None
     if (
@@ -780,76 +734,121 @@ def iter_records(
     header = _canonical(raw_header, fmt)
     check_header(header, fmt, file)
     width = len(header)
-    layout.delimiter, layout.width = delimiter, width
-    reader = csv.reader(lines, delimiter=delimiter, quoting=fmt.quoting, strict=True)
+
+    def reader_from(src: Iterator[str]) -> Any:
+        return csv.reader(src, delimiter=delimiter, quoting=fmt.quoting, strict=True)
+
+    def width_of(line: str) -> int:
+        """How many cells ``line`` holds read on its own (-1: not a well-formed record)."""
+        try:
+            return len(next(csv.reader([line], delimiter=delimiter, quoting=fmt.quoting), []))
+        except csv.Error:
+            return -1
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
-        offsets = layout.offsets
-        unterminated = layout.unterminated
-        offset = 0
-        done = 0  # records the reader has consumed (the header was read before it)
+        try:
+            yield from read_all()
+        finally:
+            csv.field_size_limit(limit)
+
+    def read_all() -> Iterator[tuple[int, Row] | GroupReject]:
+        feed: _Recovering | None = None  # the lines after a stray quote, while it lasts
+        reader = reader_from(source)
+        base = 1  # physical lines before the current reader's first (the header)
+        done = 0  # the current reader's line_num after its last record
         while True:
             error = None
             try:
-                # rows come from this loop; a csv.Error leaves it and re-enters it below
+                # rows come from this loop; an error leaves it and re-enters it below
                 for values in reader:
-                    number = done + 2  # the record this row starts on (the header is 1)
+                    start = base + done + 1  # the physical line this record starts on
+                    span = reader.line_num - done
                     done = reader.line_num
-                    while offsets and offsets[0][0] <= number:
-                        offset = offsets.popleft()[1]
-                    start = number + offset
-                    if unterminated and number in unterminated:
-                        first, reason, expected = unterminated.pop(number)
-                        yield GroupReject(start, reason, expected=expected, rows=[(start, [first])])
-                        continue
+                    lines.keep_from = start + span
+                    if feed is not None:
+                        feed.record_lines = 0
                     if len(values) != width:
                         if not values or not (values[0].strip() or any(v.strip() for v in values)):
                             continue
+                        if span > 1 and width_of(lines.line(start + 1)) == width:
+                            # a stray quote on its first line swallowed the rows after it
+                            yield GroupReject(
+                                start,
+                                _STRAY_QUOTE[0],
+                                expected=_STRAY_QUOTE[1],
+                                rows=[(start, [_quoted(lines.line(start))])],
+                            )
+                            feed = _Recovering(lines.source(start + 1))
+                            reader, base, done = reader_from(feed), start, 0
+                            break
                         yield GroupReject(
                             start,
                             f"{len(values)} columns where the header has {width}",
                             expected=f"{width} columns",
                             rows=[(start, values)],
                         )
+                    elif not values[0].strip() and not any(v.strip() for v in values):
                         continue
-                    if not values[0].strip() and not any(v.strip() for v in values):
-                        continue
-                    if layout.has_nul:
+                    elif lines.has_nul:
                         row: Any = values
                         if not as_values or any("\x00" in v for v in values):
                             row = dict(zip(header, values, strict=False))
+                        bad = None
                         if type(row) is dict:
                             bad = next((k for k, v in row.items() if "\x00" in v), None)
-                            if bad is not None:
-                                yield GroupReject(
-                                    start,
-                                    "NUL byte in cell",
-                                    field=bad,
-                                    expected="text",
-                                    rows=[(start, row)],
-                                )
-                                continue
-                        yield start, row
+                        if bad is not None:
+                            yield GroupReject(
+                                start,
+                                "NUL byte in cell",
+                                field=bad,
+                                expected="text",
+                                rows=[(start, row)],
+                            )
+                        else:
+                            yield start, row
                     elif as_values:
                         yield start, values
                     else:
                         yield start, dict(zip(header, values, strict=False))
-                return
+                    if feed is not None:  # a record read whole: back to the fast reader
+                        feed = None
+                        reader, base, done = (
+                            reader_from(lines.source(start + span)),
+                            start + span - 1,
+                            0,
+                        )
+                        break
+                else:
+                    return
+                continue  # a new reader
             except UnicodeDecodeError as exc:
-                raise decode_failure(exc, layout.lines + 1) from None
+                raise decode_failure(exc, lines.read + 1) from None
             except csv.Error as exc:
                 error = str(exc)
-            number = done + 2
+            except _RunOn:
+                error = "unexpected end of data"
+            start = base + done + 1
+            span = max(1, reader.line_num - done)
             done = reader.line_num
-            while offsets and offsets[0][0] <= number:
-                offset = offsets.popleft()[1]
-            start = number + offset
+            lines.keep_from = start
+            if span > 1:  # a quoted field ran on past the end or the limit: its first line
+                unterminated = "unexpected end of data" in error or "field limit" in error
+                within = f'a closing " within {limit} characters'
+                reason, expected = (
+                    ("unterminated quoted field", within) if unterminated else _STRAY_QUOTE
+                )
+                rows = [(start, [_quoted(lines.line(start))])]
+                yield GroupReject(start, reason, expected=expected, rows=rows)
+                feed = _Recovering(lines.source(start + 1))
+                reader, base, done = reader_from(feed), start, 0
+                continue
             if "field larger than field limit" in error:
-                error = f"field longer than the limit of {env.field_size_limit} characters"
-            original = layout.text_of(number)
-            if len(original) > _KEPT_CHARS:
-                original = f"{original[:_KEPT_CHARS]}… [cut: {len(original)} characters in all]"
-            yield GroupReject(start, error, expected="well-formed CSV", rows=[(start, [original])])
+                error = f"field longer than the limit of {limit} characters"
+            rows = [(start, [_quoted(lines.line(start))])]
+            yield GroupReject(start, error, expected="well-formed CSV", rows=rows)
+            lines.keep_from = start + 1
+            if feed is not None:
+                feed.record_lines = 0
 
     return header, records()
 
@@ -1046,7 +1045,7 @@ def _grouped(
     key = ""
     bad = 0  # of the current group
     since = 0  # line of the first reject since the last good row
-    named: dict[str, int] = {}  # key -> line, of rejects since the last good row
+    named: dict[str, int] = {}  # key -> line, of rejects naming an order not met yet
 
     def finish() -> tuple[str, list[tuple[int, Any]], int]:
         if key in seen:
@@ -1087,9 +1086,10 @@ def _grouped(
                 group = []
                 bad = 0
             if since:  # rejects since the last good row: between two rows of this order?
-                bad = (bad or since) if group else named.get(k, 0)
+                bad = (bad or since) if group else 0
                 since = 0
-                named.clear()
+            if not group and named:  # a reject earlier in the file named this order
+                bad = bad or named.pop(k, 0)
             key = k
             group.append((line, values))
         if group:

@@ -38,13 +38,17 @@ def sniff(head: bytes, file: str) -> bool:
 
 
 def cell_text(value: Any) -> str:
-    """The text a cell shows: ``12`` not ``12.0``, times without microseconds, blanks empty."""
+    """The text a cell shows: ``12`` not ``12.0``, 15 significant digits, times without
+    microseconds, blanks empty."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, float):  # Excel shows 15 significant digits: 84.00000000000001 is 84
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
+        text = format(value, ".15g")
+        return text if "e" not in text else repr(value)
     if isinstance(value, datetime):
         return value.replace(microsecond=0, tzinfo=None).isoformat(sep=" ")
     if isinstance(value, date):
