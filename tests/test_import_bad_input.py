@@ -411,3 +411,17 @@ def test_western_and_chinese_bytes_are_told_apart(workspace, tmp_path):
     for chinese in ("喆", "陶瓷马克杯「晨光」，350ml", "小鹿乱撞2026"):
         assert looks_chinese(chinese.encode("gbk")), chinese
     assert looks_chinese((tmp_path.parent / "x").as_posix().encode() + "交易成功".encode("gbk"))
+
+
+def test_a_damaged_utf16_file_is_refused_naming_its_line(workspace, tmp_path):
+    """In UTF-16 a newline is two bytes and 上 (U+4E0A) holds a 0x0A byte: lines are counted on
+    the decoded text. A broken surrogate is damage, not another encoding to suggest."""
+    lines = taobao_text(10).replace(",", "\t").splitlines(keepends=True)
+    data = codecs.BOM_UTF16_LE + "".join(lines[:4]).encode("utf-16-le")
+    data += "上上".encode("utf-16-le") + b"\x00\xd8" + "".join(lines[4:]).encode("utf-16-le")
+    path = tmp_path / "u16.csv"
+    path.write_bytes(data)
+    p = import_into(workspace, str(tmp_path / "u16.db"), path)
+    assert p.code == 2, p.stderr
+    assert f"{path}:5: bytes not valid utf-16" in p.stderr and "damaged" in p.stderr
+    assert "--encoding" not in p.stderr

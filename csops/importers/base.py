@@ -486,7 +486,6 @@ class EncodingMismatch(UsageError):
     """The bytes are not in the encoding we read them with (exit 2, nothing of the rest read)."""
 
     code = "bad_encoding"
-    encoding: str | None = None  # the codec that refused them
 
 
 _KINDS = {
@@ -498,17 +497,19 @@ _KINDS = {
 
 def encoding_refusal(exc: UnicodeDecodeError, enc: str, file: str, line: int) -> EncodingMismatch:
     """The error for bytes ``enc`` refused: where, and which encoding they look like."""
-    hint = encoding_hint(bytes(exc.object[exc.start : exc.start + 16]))
-    if hint == enc.lower() or (hint == "utf-8" and enc.lower().startswith("utf")):
-        hint = "cp1252" if enc.lower().startswith("utf") else "utf-8"
+    if _wide(enc):  # a UTF-16/32 file (told by its BOM) with bytes that break it: damaged
+        advice = "the file is damaged there (re-export it)"
+    else:
+        hint = encoding_hint(bytes(exc.object[exc.start : exc.start + 16]))
+        if hint == enc.lower() or (hint == "utf-8" and enc.lower().startswith("utf")):
+            hint = "cp1252" if enc.lower().startswith("utf") else "utf-8"
+        advice = f"pass --encoding {hint} if the file is {_KINDS[hint]} export"
     mismatch = EncodingMismatch(
-        f"bytes not valid {enc} ({exc.reason}); pass --encoding {hint} if the file is "
-        f"{_KINDS[hint]} export",
+        f"bytes not valid {enc} ({exc.reason}); {advice}",
         file=file,
         line=line,
         expected=f"text in {enc}",
     )
-    mismatch.encoding = enc
     return mismatch
 
 
@@ -524,15 +525,18 @@ def refuse_undecodable(binary: IO[bytes], encoding: str | None, file: str) -> No
         decoder = codecs.getincrementaldecoder(enc)("strict")
     except LookupError:
         return  # open_source names the unknown encoding
+    wide = _wide(enc)
     line = 1
     try:
         while block := binary.read(1 << 20):
             try:
-                decoder.decode(block)
+                decoded = decoder.decode(block)
             except UnicodeDecodeError as exc:
-                at = line + bytes(exc.object).count(b"\n", 0, exc.start)
+                before = bytes(exc.object[: exc.start])
+                at = line + (_wide_newlines(before, head) if wide else before.count(b"\n"))
                 raise encoding_refusal(exc, enc, file, at) from None
-            line += block.count(b"\n")
+            # a UTF-16/32 newline is not one 0x0A byte (上 is U+4E0A): count decoded newlines
+            line += decoded.count("\n") if wide else block.count(b"\n")
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError as exc:
@@ -541,25 +545,20 @@ def refuse_undecodable(binary: IO[bytes], encoding: str | None, file: str) -> No
         binary.seek(0)
 
 
-def first_undecodable_line(binary: IO[bytes], encoding: str) -> int | None:
-    """The physical line holding the first byte ``encoding`` refuses, read again from the
-    start of a seekable file in blocks (the decoding reader only knows the block it was
-    decoding, which may start hundreds of lines earlier). None if it cannot tell."""
-    try:
-        binary.seek(0)
-        decoder = codecs.getincrementaldecoder(encoding)("strict")
-    except (OSError, ValueError, LookupError):
-        return None
-    line = 1
-    while block := binary.read(1 << 16):
-        try:
-            decoder.decode(block)
-        except UnicodeDecodeError as exc:
-            # exc.object is what the decoder held: a few bytes of an unfinished character
-            # (never a newline) then this block
-            return line + bytes(exc.object).count(b"\n", 0, exc.start)
-        line += block.count(b"\n")
-    return None
+def _wide(enc: str) -> bool:
+    return enc.lower().replace("_", "-").startswith(("utf-16", "utf-32"))
+
+
+def _wide_newlines(data: bytes, head: bytes) -> int:
+    """Newlines in the valid start of a UTF-16/32 block, in the byte order its BOM set."""
+    boms = (
+        (codecs.BOM_UTF32_LE, "utf-32-le"),
+        (codecs.BOM_UTF32_BE, "utf-32-be"),
+        (codecs.BOM_UTF16_LE, "utf-16-le"),
+        (codecs.BOM_UTF16_BE, "utf-16-be"),
+    )
+    codec = next((name for bom, name in boms if head.startswith(bom)), "utf-16-le")
+    return data.decode(codec, "replace").count("\n")
 
 
 def open_source(binary: IO[bytes], encoding: str | None) -> tuple[IO[str], str]:

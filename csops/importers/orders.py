@@ -29,10 +29,8 @@ from csops.errors import InputError, UsageError
 from csops.importers import pipeline, xlsx
 from csops.importers.base import (
     CsvFormat,
-    EncodingMismatch,
     GroupReject,
     ParseEnv,
-    first_undecodable_line,
     read_orders,
     refuse_undecodable,
 )
@@ -290,10 +288,6 @@ def import_orders(
             rejects_path,
             result,
         )
-    except EncodingMismatch as exc:
-        if size is not None and exc.encoding:  # a file: name the very line of the bad bytes
-            exc.line = first_undecodable_line(stream, exc.encoding) or exc.line
-        raise
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
