@@ -41,25 +41,12 @@ from csops.importers.http import (
     retry_when,
 )
 from csops.importers.settings import ImportSettings
+from csops.importers.shopify_csv import FINANCIAL  # the same statuses as the export
 from csops.importers.store import OrderStore, load_cursor
 from csops.model import Customer, OrderItem, valid_currency
 from csops.timeutil import parse_duration
 
 SOURCE_NAME = "shopify-api"
-
-
-# Shopify's financial statuses (REST; ``expired`` as in the CSV export); anything else, and a
-# missing one, rejects the order rather than guessing "pending"
-FINANCIAL = (
-    "pending",
-    "authorized",
-    "partially_paid",
-    "paid",
-    "partially_refunded",
-    "refunded",
-    "voided",
-    "expired",
-)
 
 
 def map_status(o: dict[str, Any], delivered: bool) -> str:
@@ -69,7 +56,7 @@ def map_status(o: dict[str, Any], delivered: bool) -> str:
         raise FieldError(
             "financial_status",
             f"unknown status {str(raw)[:30]!r}" if raw not in (None, "") else "missing",
-            ", ".join(FINANCIAL),
+            ", ".join(sorted(FINANCIAL)),
         )
     fulfillment = (o.get("fulfillment_status") or "").lower()
     if financial == "refunded":
