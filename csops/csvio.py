@@ -189,11 +189,32 @@ def iter_dict_rows(
     def new_reader() -> Any:
         return csv.reader(feed, delimiter=delimiter, strict=True)
 
-    def width_of(line: str) -> int:
+    def row_starts_with(items: list[tuple[int, str]]) -> bool:
+        """Whether the lines ``items`` (and those after them) start with a row of the header's
+        width; lines read ahead for that are given back."""
+        ahead: list[tuple[int, str]] = []
+
+        def text_lines() -> Iterator[str]:
+            for _, line in items:
+                yield line
+            while len(items) + len(ahead) < _MAX_RECORD_LINES:
+                if feed.pending:
+                    item = feed.pending.popleft()
+                else:
+                    line = feed.text.readline()
+                    if not line:
+                        return
+                    feed.number += 1
+                    item = (feed.number, line)
+                ahead.append(item)
+                yield item[1]
+
         try:
-            return len(next(csv.reader([line], delimiter=delimiter, strict=True), []))
+            record = next(csv.reader(text_lines(), delimiter=delimiter, strict=True), None)
         except csv.Error:
-            return -1
+            record = None
+        feed.give_back(ahead)
+        return record is not None and len(record) == width
 
     reader = new_reader()
     header: list[str] = []
@@ -226,7 +247,7 @@ def iter_dict_rows(
             if not any(v.strip() for v in values):
                 continue
             if len(values) != width:
-                if len(taken) > 1 and width_of(taken[1][1]) == width:
+                if len(taken) > 1 and row_starts_with(taken[1:]):
                     feed.give_back(taken[1:])  # a stray quote swallowed the rows after it
                     reason = "quote opened here does not close into a row of the header's columns"
                     yield start, BadRecord(reason, 'a quoted field closed by " on a later line')

@@ -425,3 +425,22 @@ def test_a_damaged_utf16_file_is_refused_naming_its_line(workspace, tmp_path):
     assert p.code == 2, p.stderr
     assert f"{path}:5: bytes not valid utf-16" in p.stderr and "damaged" in p.stderr
     assert "--encoding" not in p.stderr
+
+
+def test_a_good_row_after_a_stray_quote_keeps_a_note_that_starts_with_a_line_break(
+    workspace, tmp_path
+):
+    """Whether the lines after a failed record are rows is judged by reading on from the next
+    line (its cells may span lines), not by that line alone: #10003's note starts with a line
+    break, and #10003 must land."""
+
+    def line(k: int, **over: str) -> str:
+        return _csv_line(shopify_line(k, **over))
+
+    stray = line(2).replace(",Mug,", ',"Mug,', 1)
+    lines = [line(1), stray, line(3, Notes="\nstarts with a line break"), line(4)]
+    p, got = _import_lines(workspace, tmp_path, "note.csv", lines)
+    assert p.code == 3, p.stderr
+    stored = {r["number"] for r in workspace.query("SELECT number FROM orders")}
+    assert stored == {"#10001", "#10003", "#10004"}, p.stderr
+    assert [r["_line"] for r in got] == ["3"]

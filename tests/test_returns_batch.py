@@ -346,3 +346,17 @@ def test_a_reason_over_two_lines_whose_last_holds_an_inch_mark_is_one_line(shop,
     got = decisions_by_id(proc.stdout)
     assert sorted(got) == ["R1", "R3"], proc.stderr
     assert "bad lines" not in proc.stderr and proc.code == 0, proc.stderr
+
+
+def test_a_line_after_a_stray_quote_whose_reason_spans_lines_is_still_decided(shop, tmp_path):
+    # R1's stray quote closes at R2's last cell, which starts with a line break: read alone,
+    # R2's first line is no row, read on it is one
+    lines = [
+        'R1,#1001,MUG,1,"oops,,2024-04-20T10:00:00Z,refund,',
+        'R2,#1001,TOWEL,1,wrong_item,sent blue,2024-04-20T10:00:00Z,refund,"\nopened"',
+        "R3,#1002,MUG,1,changed_mind,,2024-04-20T10:00:00Z,refund,",
+    ]
+    proc = shop.run("returns", "process", str(write_batch(tmp_path / "batch.csv", lines)))
+    got = decisions_by_id(proc.stdout)
+    assert sorted(got) == ["R2", "R3"], proc.stderr
+    assert "batch.csv:2:" in proc.stderr

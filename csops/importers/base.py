@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from datetime import datetime, timedelta, timezone, tzinfo
-from itertools import chain
+from itertools import chain, islice
 from typing import IO, Any
 
 from csops.csvio import encoding_hint, open_text, sniff_encoding
@@ -737,12 +737,16 @@ def iter_records(
     def reader_from(src: Iterator[str]) -> Any:
         return csv.reader(src, delimiter=delimiter, quoting=fmt.quoting, strict=True)
 
-    def width_of(line: str) -> int:
-        """How many cells ``line`` holds read on its own (-1: not a well-formed record)."""
+    def row_starts_at(first: int) -> bool:
+        """Whether reading from line ``first`` gives a row of the header's width as its first
+        record (read within _RECOVERY_LINES lines; its cells may span lines too). The lines
+        read stay in ``lines``: the caller starts a new reader afterwards."""
+        peek = reader_from(islice(lines.source(first), _RECOVERY_LINES))
         try:
-            return len(next(csv.reader([line], delimiter=delimiter, quoting=fmt.quoting), []))
+            record = next(peek, None)
         except csv.Error:
-            return -1
+            return False
+        return record is not None and len(record) == width
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
         try:
@@ -769,16 +773,29 @@ def iter_records(
                     if len(values) != width:
                         if not values or not (values[0].strip() or any(v.strip() for v in values)):
                             continue
-                        if span > 1 and width_of(lines.line(start + 1)) == width:
-                            # a stray quote on its first line swallowed the rows after it
+                        if span > 1:
+                            lines.keep_from = start + 1  # its lines may be read again
+                            if row_starts_at(start + 1):
+                                # a stray quote on its first line swallowed the rows after it
+                                yield GroupReject(
+                                    start,
+                                    _STRAY_QUOTE[0],
+                                    expected=_STRAY_QUOTE[1],
+                                    rows=[(start, [_quoted(lines.line(start))])],
+                                )
+                                feed = _Recovering(lines.source(start + 1))
+                                reader, base, done = reader_from(feed), start, 0
+                                break
+                            # one row over several lines, of the wrong width: one reject
                             yield GroupReject(
                                 start,
-                                _STRAY_QUOTE[0],
-                                expected=_STRAY_QUOTE[1],
-                                rows=[(start, [_quoted(lines.line(start))])],
+                                f"{len(values)} columns where the header has {width}",
+                                expected=f"{width} columns",
+                                rows=[(start, values)],
                             )
-                            feed = _Recovering(lines.source(start + 1))
-                            reader, base, done = reader_from(feed), start, 0
+                            lines.keep_from = start + span
+                            feed, base, done = None, start + span - 1, 0
+                            reader = reader_from(lines.source(start + span))  # after the peek
                             break
                         yield GroupReject(
                             start,
