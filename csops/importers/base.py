@@ -748,6 +748,14 @@ def iter_records(
             return False
         return record is not None and len(record) == width
 
+    def wrong_width(start: int, values: list[str]) -> GroupReject:
+        return GroupReject(
+            start,
+            f"{len(values)} columns where the header has {width}",
+            expected=f"{width} columns",
+            rows=[(start, values)],
+        )
+
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
         try:
             yield from read_all()
@@ -787,22 +795,12 @@ def iter_records(
                                 reader, base, done = reader_from(feed), start, 0
                                 break
                             # one row over several lines, of the wrong width: one reject
-                            yield GroupReject(
-                                start,
-                                f"{len(values)} columns where the header has {width}",
-                                expected=f"{width} columns",
-                                rows=[(start, values)],
-                            )
+                            yield wrong_width(start, values)
                             lines.keep_from = start + span
                             feed, base, done = None, start + span - 1, 0
                             reader = reader_from(lines.source(start + span))  # after the peek
                             break
-                        yield GroupReject(
-                            start,
-                            f"{len(values)} columns where the header has {width}",
-                            expected=f"{width} columns",
-                            rows=[(start, values)],
-                        )
+                        yield wrong_width(start, values)
                     elif not values[0].strip() and not any(v.strip() for v in values):
                         continue
                     elif lines.has_nul:
