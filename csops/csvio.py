@@ -109,13 +109,23 @@ def encoding_hint(bad: bytes) -> str:
         return "cp1252"
 
 
-def open_text(binary: IO[bytes], encoding: str | None = None) -> tuple[IO[str], str]:
-    """Wrap a binary stream as text, detecting the encoding from a peek; streams, never slurps."""
-    buffered = binary if hasattr(binary, "peek") else io.BufferedReader(binary)  # type: ignore[arg-type]
-    head = buffered.peek(65536)[:65536]  # type: ignore[attr-defined]
+SNIFF_BYTES = 65536  # the start of a file the encoding is told from
+
+
+def choose_encoding(head: bytes, encoding: str | None) -> str:
+    """The codec to read a file starting with ``head`` with: ``encoding`` if given, else the
+    sniffed one; UTF-8 with a BOM as ``utf-8-sig`` so the BOM never reaches a header name."""
     enc = encoding or sniff_encoding(head)
     if enc.lower().replace("_", "-") in ("utf-8", "utf8") and head.startswith(codecs.BOM_UTF8):
         enc = "utf-8-sig"
+    return enc
+
+
+def open_text(binary: IO[bytes], encoding: str | None = None) -> tuple[IO[str], str]:
+    """Wrap a binary stream as text, detecting the encoding from a peek; streams, never slurps."""
+    buffered = binary if hasattr(binary, "peek") else io.BufferedReader(binary)  # type: ignore[arg-type]
+    head = buffered.peek(SNIFF_BYTES)[:SNIFF_BYTES]  # type: ignore[attr-defined]
+    enc = choose_encoding(head, encoding)
     text = io.TextIOWrapper(buffered, encoding=enc, errors="strict", newline="")  # type: ignore[arg-type]
     return text, enc
 
@@ -156,16 +166,21 @@ class _LineFeed:
     def __next__(self) -> str:
         if len(self.taken) >= _MAX_RECORD_LINES:
             raise _RunOn
-        if self.pending:
-            item = self.pending.popleft()
-        else:
-            line = self.text.readline()
-            if not line:
-                raise StopIteration
-            self.number += 1
-            item = (self.number, line)
+        item = self.read_item()
+        if item is None:
+            raise StopIteration
         self.taken.append(item)
         return item[1]
+
+    def read_item(self) -> tuple[int, str] | None:
+        """The next (number, line): one given back first, else a new one; None at the end."""
+        if self.pending:
+            return self.pending.popleft()
+        line = self.text.readline()
+        if not line:
+            return None
+        self.number += 1
+        return self.number, line
 
     def give_back(self, items: list[tuple[int, str]]) -> None:
         self.pending.extendleft(reversed(items))
@@ -198,14 +213,9 @@ def iter_dict_rows(
             for _, line in items:
                 yield line
             while len(items) + len(ahead) < _MAX_RECORD_LINES:
-                if feed.pending:
-                    item = feed.pending.popleft()
-                else:
-                    line = feed.text.readline()
-                    if not line:
-                        return
-                    feed.number += 1
-                    item = (feed.number, line)
+                item = feed.read_item()
+                if item is None:
+                    return
                 ahead.append(item)
                 yield item[1]
 

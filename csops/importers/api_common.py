@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -117,3 +118,22 @@ def reject_api_order(store: OrderStore, source: str, raw: Any, exc: Exception) -
         )
     )
     return Reject(f"order {ident}: {message}", file=source, field=fld, expected=expected)
+
+
+def stored_orders(
+    batch: list[Any],
+    map_order: Callable[[Any], ApiOrder],
+    store: OrderStore,
+    source: str,
+    rejects: list[Reject],
+) -> Iterator[ApiOrder]:
+    """Map a page's records and hand each order to ``store``, yielding it (the caller reads
+    its ``updated_at``); a record that does not map is rejected with its reason instead."""
+    for raw in batch:
+        try:
+            order = map_order(raw)
+        except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            rejects.append(reject_api_order(store, source, raw, exc))
+            continue
+        store.add(order)
+        yield order

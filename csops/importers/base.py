@@ -22,7 +22,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 from itertools import chain, islice
 from typing import IO, Any
 
-from csops.csvio import encoding_hint, open_text, sniff_encoding
+from csops.csvio import SNIFF_BYTES, choose_encoding, encoding_hint, open_text
 from csops.errors import InputError, UsageError
 from csops.model import (
     CURRENCY_ALIASES,
@@ -516,11 +516,9 @@ def encoding_refusal(exc: UnicodeDecodeError, enc: str, file: str, line: int) ->
 def refuse_undecodable(binary: IO[bytes], encoding: str | None, file: str) -> None:
     """Read a seekable file once through its decoder before anything is written, so bytes it
     cannot decode refuse the file as a whole (exit 2, no rows), wherever they are."""
-    head = binary.read(65536)
+    head = binary.read(SNIFF_BYTES)
     binary.seek(0)
-    enc = encoding or sniff_encoding(head)
-    if enc.lower().replace("_", "-") in ("utf-8", "utf8") and head.startswith(codecs.BOM_UTF8):
-        enc = "utf-8-sig"
+    enc = choose_encoding(head, encoding)  # as open_source will decide it
     try:
         decoder = codecs.getincrementaldecoder(enc)("strict")
     except LookupError:
@@ -757,12 +755,6 @@ def iter_records(
         )
 
     def records() -> Iterator[tuple[int, Row] | GroupReject]:
-        try:
-            yield from read_all()
-        finally:
-            csv.field_size_limit(limit)
-
-    def read_all() -> Iterator[tuple[int, Row] | GroupReject]:
         feed: _Recovering | None = None  # the lines after a stray quote, while it lasts
         reader = reader_from(source)
         base = 1  # physical lines before the current reader's first (the header)
@@ -1135,10 +1127,8 @@ def _orders_by_cells(
             return key_cell(values.get(key_name, ""))
         return key_cell(values[key_at])
 
-    def as_dicts(rows: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
-        return [
-            (line, v if type(v) is dict else dict(zip(header, v, strict=False))) for line, v in rows
-        ]
+    def as_dicts(rows: list[tuple[int, list[str]]]) -> list[tuple[int, Any]]:
+        return [(line, dict(zip(header, v, strict=False))) for line, v in rows]
 
     for item in _grouped(recs, key_of, _reject_cells(header, fmt.delimiter)):
         if type(item) is GroupReject:
@@ -1148,9 +1138,6 @@ def _orders_by_cells(
         if bad:
             yield _bad_group(key, as_dicts(group), bad)
             continue
-        if type(group[0][1]) is dict or any(type(v) is dict for _, v in group):
-            # a row with a NUL byte in another column came as a dict: back to cells
-            group = [(ln, [v[h] for h in header] if type(v) is dict else v) for ln, v in group]
         if len(group) == 1:
             cells = "\x1f".join(group[0][1]) + "\x1e"
         else:

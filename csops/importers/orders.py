@@ -101,18 +101,9 @@ class RejectsFile:
             self._fh.close()
 
 
-def _peek(stream: IO[bytes], n: int) -> bytes:
-    """The first ``n`` bytes of a file or of stdin, left to be read again."""
-    peek = getattr(stream, "peek", None)
-    if peek is not None:
-        return peek(n)[:n]
-    head = stream.read(n)
-    stream.seek(0)
-    return head
-
-
 def _seekable(stream: IO[bytes]) -> IO[bytes]:
-    """``stream`` itself if it can seek (a ZIP is read from its end), else a spooled copy."""
+    """``stream`` itself if it can seek, else a spooled copy: a ZIP is read from its end, and
+    ``--strict`` reads the input twice."""
     if stream.seekable():
         return stream
     spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned
@@ -254,7 +245,8 @@ def import_orders(
     )
     stream, label, size = _open_input(path)
     try:
-        if xlsx.sniff(_peek(stream, 8), label):  # a workbook: its first sheet as a CSV
+        head = stream.peek(8)[:8]  # type: ignore[attr-defined]  # a file's or stdin's reader
+        if xlsx.sniff(head, label):  # a workbook: its first sheet as a CSV
             workbook = _seekable(stream)
             converted = xlsx.as_csv(workbook, label)
             if workbook is not stream:
@@ -324,11 +316,8 @@ def _import_stream(
         )
 
     if strict and not ctx.dry_run:
-        if size is None:  # stdin: spool it so it can be read twice
-            spool = tempfile.TemporaryFile()  # noqa: SIM115 - closed with the stream below
-            shutil.copyfileobj(stream, spool)
-            spool.seek(0)
-            stream = spool  # type: ignore[assignment]
+        if size is None:  # stdin or a pipe: spooled so it can be read twice
+            stream = _seekable(stream)
         check = run(stream, None, dry_run=True)
         if check.rejects:
             first = check.rejects[0]

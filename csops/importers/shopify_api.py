@@ -27,9 +27,9 @@ from csops.importers.api_common import (
     api_time,
     minus,
     not_after,
-    reject_api_order,
     server_now,
     since_instant,
+    stored_orders,
 )
 from csops.importers.base import FieldError, normalize_email
 from csops.importers.http import (
@@ -251,15 +251,9 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
         except (ValueError, KeyError, TypeError):
             raise RemoteError("Shopify sent a page that is not an orders list", file=url) from None
         times = []  # in the order the server sent them
-        for raw in batch:
-            try:
-                order = map_order(raw)
-            except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                out.rejects.append(reject_api_order(store, SOURCE_NAME, raw, exc))
-                continue
+        for order in stored_orders(batch, map_order, store, SOURCE_NAME, out.rejects):
             if order.updated_at:
                 times.append(order.updated_at)
-            store.add(order)
         out.pages += 1
         url = next_link(resp.headers.get("Link"))
         params = None  # page_info URLs are used exactly as given

@@ -25,9 +25,9 @@ from csops.importers.api_common import (
     api_time,
     minus,
     not_after,
-    reject_api_order,
     server_now,
     since_instant,
+    stored_orders,
 )
 from csops.importers.base import FieldError, normalize_email
 from csops.importers.http import ApiSource, RetryLaterError, SyncOutcome, make_client
@@ -214,15 +214,9 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 raise RemoteError(
                     "WooCommerce sent a page that is not an orders list", file=url
                 ) from None
-            for raw in batch:
-                try:
-                    order = map_order(raw)
-                except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                    out.rejects.append(reject_api_order(store, SOURCE_NAME, raw, exc))
-                    continue
+            for order in stored_orders(batch, map_order, store, SOURCE_NAME, out.rejects):
                 if order.updated_at and (newest is None or order.updated_at > newest):
                     newest = order.updated_at
-                store.add(order)
             out.pages += 1
         total_pages = resp.headers.get("X-WP-TotalPages", "")
         last = not batch or (total_pages.isdigit() and page >= int(total_pages))
