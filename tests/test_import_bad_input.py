@@ -313,6 +313,44 @@ def test_negative_order_amounts_and_discounts_above_the_line_are_rejected(worksp
     assert "tb.csv:3: 总金额: negative amount" in p.stderr
 
 
+def test_a_mapped_csv_with_negative_amounts_is_rejected_naming_the_column(workspace, tmp_path):
+    """A mapped shop CSV is held to the same rule: a refund has its own column, so a negative
+    total, subtotal, tax, refund or line total is a defect in the file, never stored."""
+    workspace.set_config(
+        """
+[import.mappings.m]
+[import.mappings.m.columns]
+order_id = "order"
+created_at = "created"
+total = "Order Total"
+tax = "VAT"
+refunded = "Refunded"
+quantity = "qty"
+unit_price = "price"
+line_total = "Line"
+"""
+    )
+    text = (
+        "order,created,Order Total,VAT,Refunded,qty,price,Line\n"
+        "1,2024-03-05 10:00,10.00,0.00,0.00,1,10.00,10.00\n"
+        "2,2024-03-05 10:00,-10.00,0.00,0.00,1,10.00,10.00\n"
+        "3,2024-03-05 10:00,10.00,-1.00,0.00,1,10.00,10.00\n"
+        "4,2024-03-05 10:00,10.00,0.00,-2.00,1,10.00,10.00\n"
+        "5,2024-03-05 10:00,10.00,0.00,0.00,1,10.00,-10.00\n"
+    )
+    path = tmp_path / "neg.csv"
+    path.write_text(text, encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "csv", "--mapping", "m", str(path), "--json")
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 1 and p.json()[0]["rejected"] == 4
+    assert "neg.csv:3: Order Total: negative amount" in p.stderr
+    assert "neg.csv:4: VAT: negative amount" in p.stderr
+    assert "neg.csv:5: Refunded: negative amount" in p.stderr
+    assert "neg.csv:6: Line: negative line total" in p.stderr
+    got = workspace.query("SELECT external_id, total_minor FROM orders")
+    assert [(r["external_id"], r["total_minor"]) for r in got] == [("1", 1000)]
+
+
 def _import_lines(workspace, tmp_path, name: str, lines: list[str]):
     path = tmp_path / name
     path.write_text(",".join(SHOPIFY_COLUMNS) + "\n" + "".join(lines), encoding="utf-8")

@@ -88,6 +88,8 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
                 line_total = money(row, "line_total", currency, blank=unit * qty)
                 if "line_total" not in col:
                     line_total = unit * qty
+                if line_total < 0:
+                    raise FieldError(col["line_total"], "negative line total", "an amount ≥ 0")
             except FieldError as exc:
                 exc.line = line
                 raise
@@ -112,6 +114,12 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
             if "total" in col
             else subtotal + shipping + tax - discount
         )
+        refunded = money(first, "refunded", currency)
+        amounts = {"subtotal": subtotal, "shipping": shipping, "tax": tax, "total": total}
+        amounts["refunded"] = refunded
+        for fld, amount in amounts.items():
+            if amount < 0:  # a refund is its own column, never a negative order amount
+                raise FieldError(col.get(fld, fld), "negative amount", "an amount ≥ 0")
         order_id = key(first)
         return Order(
             platform=m.platform,
@@ -131,7 +139,7 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
             tax_minor=tax,
             discount_minor=discount,
             total_minor=total,
-            refunded_minor=money(first, "refunded", currency),
+            refunded_minor=refunded,
             paid_at=when(first, "paid_at", env),
             shipped_at=when(first, "shipped_at", env),
             delivered_at=when(first, "delivered_at", env),
