@@ -6,7 +6,13 @@ import codecs
 import csv
 import io
 
-from import_helpers import SHOPIFY_COLUMNS, shopify_line, taobao_text, write_planted_defects
+from import_helpers import (
+    SAMPLES,
+    SHOPIFY_COLUMNS,
+    shopify_line,
+    taobao_text,
+    write_planted_defects,
+)
 
 NORMALIZED = """
 SELECT o.platform, o.external_id, o.number, o.status, o.currency, o.subtotal_minor,
@@ -349,6 +355,22 @@ line_total = "Line"
     assert "neg.csv:6: Line: negative line total" in p.stderr
     got = workspace.query("SELECT external_id, total_minor FROM orders")
     assert [(r["external_id"], r["total_minor"]) for r in got] == [("1", 1000)]
+
+
+def test_amazon_charges_below_zero_are_rejected_promotions_are_not(workspace, tmp_path):
+    """Amazon writes promotions negative (``-4.80``) and nothing else: a negative tax or
+    shipping cell rejects its order, naming the column."""
+    lines = (SAMPLES / "amazon_all_orders.tsv").read_text("utf-8").splitlines(keepends=True)
+    header = lines[0].rstrip("\n").split("\t")
+    row = lines[1].rstrip("\n").split("\t")
+    row[header.index("shipping-price")] = "-1.00"
+    path = tmp_path / "az.tsv"
+    path.write_text("".join([lines[0], "\t".join(row) + "\n", *lines[2:]]), encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "amazon-tsv", str(path), "--json")
+    assert p.code == 3, p.stderr
+    assert "az.tsv:2: shipping-price: negative amount" in p.stderr
+    assert p.json()[0]["inserted"] == 2  # the other orders; the promotion's -4.80 was fine
+    assert not workspace.query("SELECT 1 FROM orders WHERE external_id = '113-5550001-0000001'")
 
 
 def _import_lines(workspace, tmp_path, name: str, lines: list[str]):

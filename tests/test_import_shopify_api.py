@@ -436,6 +436,19 @@ def test_an_unknown_or_missing_financial_status_rejects_the_order(workspace, sho
     assert "unknown status 'mystery'" in p.stderr
 
 
+def test_a_negative_price_or_total_rejects_the_order(workspace, shop):
+    fill(shop, 3)
+    shop.orders[1]["total_price"] = "-10.00"
+    shop.orders[2]["line_items"][0]["price"] = "-1.00"
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 1 and p.json()[0]["rejected"] == 2
+    assert set(db_orders(workspace)) == {"5000000"}
+    fields = {r["field"] for r in workspace.query("SELECT field FROM rejects")}
+    assert fields == {"total_price", "line_items.price"}
+
+
 def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
     fill(shop, 30)
     workspace.set_config(shopify_config(shop.base))

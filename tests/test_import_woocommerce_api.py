@@ -111,6 +111,22 @@ def test_an_order_the_mapping_cannot_read_is_rejected_and_the_rest_land(workspac
     assert workspace.query("SELECT field FROM rejects") == [{"field": "status"}]
 
 
+def test_a_negative_total_rejects_the_order_negative_refunds_are_woos_own(workspace, woo):
+    """WooCommerce writes refund totals below zero (read as amounts refunded); any other
+    negative amount is a defect, rejected naming the field."""
+    fill(woo, 3)
+    woo.orders[1]["total"] = "-5.00"
+    woo.orders[2]["refunds"] = [{"id": 1, "reason": "", "total": "-3.50"}]
+    workspace.set_config(woo_config(woo.base))
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 1
+    assert "order 801: negative amount -5.00" in p.stderr
+    assert workspace.query("SELECT field FROM rejects") == [{"field": "total"}]
+    got = workspace.query("SELECT refunded_minor FROM orders WHERE external_id = '802'")
+    assert got == [{"refunded_minor": 350}]
+
+
 def saved_cursor(ws) -> dict:
     return json.loads(ws.query("SELECT cursor FROM sync_state")[0]["cursor"])
 

@@ -61,6 +61,16 @@ def _key(row: Row) -> str:
     return text
 
 
+# the row's charges besides its price, and the sum each goes into
+_CHARGES = (
+    ("item-tax", "tax"),
+    ("shipping-tax", "tax"),
+    ("gift-wrap-tax", "tax"),
+    ("shipping-price", "ship"),
+    ("gift-wrap-price", "wrap"),
+)
+
+
 def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
     first = rows[0][1]
     raw = unwrap(first.get("order-status"))
@@ -84,11 +94,11 @@ def parse_group(rows: list[tuple[int, Row]], env: ParseEnv) -> Order:
             if price < 0:
                 raise FieldError("item-price", "negative price", "an amount ≥ 0")
             sums["price"] += price
-            sums["tax"] += parse_money(r.get("item-tax", ""), currency, "item-tax")
-            sums["tax"] += parse_money(r.get("shipping-tax", ""), currency, "shipping-tax")
-            sums["tax"] += parse_money(r.get("gift-wrap-tax", ""), currency, "gift-wrap-tax")
-            sums["ship"] += parse_money(r.get("shipping-price", ""), currency, "shipping-price")
-            sums["wrap"] += parse_money(r.get("gift-wrap-price", ""), currency, "gift-wrap-price")
+            for f, into in _CHARGES:  # promotions are the only negative cells Amazon writes
+                amount = parse_money(r.get(f, ""), currency, f)
+                if amount < 0:
+                    raise FieldError(f, "negative amount", "an amount ≥ 0")
+                sums[into] += amount
             for f in ("item-promotion-discount", "ship-promotion-discount"):
                 sums["disc"] += abs(parse_money(r.get(f, ""), currency, f))
         except FieldError as exc:

@@ -89,16 +89,23 @@ def api_time(value: Any, fld: str, *, naive_utc: bool = False) -> str | None:
     return iso(dt)
 
 
-def api_money(value: Any, currency: str, fld: str) -> int:
-    """API money: strings like ``"409.94"`` (numbers tolerated); never through float math."""
+def api_money(value: Any, currency: str, fld: str, *, signed: bool = False) -> int:
+    """API money: strings like ``"409.94"`` (numbers tolerated); never through float math.
+
+    Below zero only where the platform writes it so (``signed``: WooCommerce refunds); a
+    negative price or total elsewhere is a defect that would turn refunds and KPIs upside down.
+    """
     if value in (None, ""):
         return 0
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise FieldError(fld, f"not an amount: {value!r}"[:60], "a decimal string")
     try:
-        return to_minor(str(value), currency)
+        minor = to_minor(str(value), currency)
     except ValueError as exc:
         raise FieldError(fld, str(exc), "a decimal string") from None
+    if minor < 0 and not signed:
+        raise FieldError(fld, f"negative amount {str(value)[:20]}", "an amount ≥ 0")
+    return minor
 
 
 def reject_api_order(store: OrderStore, source: str, raw: Any, exc: Exception) -> Reject:

@@ -64,7 +64,8 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
     if created is None:
         raise FieldError("date_created_gmt", "missing", "a time")
     refunded = sum(
-        abs(api_money(r.get("total"), currency, "refunds.total")) for r in o.get("refunds") or []
+        abs(api_money(r.get("total"), currency, "refunds.total", signed=True))
+        for r in o.get("refunds") or []
     )
     if refunded and status not in ("refunded", "cancelled"):
         status = "partially_refunded"
