@@ -101,32 +101,38 @@ class RejectsFile:
             self._fh.close()
 
 
-def _seekable(stream: IO[bytes]) -> IO[bytes]:
-    """``stream`` itself if it can seek, else a spooled copy: a ZIP is read from its end, and
-    ``--strict`` reads the input twice."""
-    if stream.seekable():
-        return stream
-    spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned
-    shutil.copyfileobj(stream, spool)
-    spool.seek(0)
-    return spool  # type: ignore[return-value]
-
-
-def _open_input(path: str) -> tuple[IO[bytes], str, int | None]:
-    if path == "-":
-        return sys.stdin.buffer, "<stdin>", None
-    p = Path(path)
+def _spooled(stream: IO[bytes]) -> IO[bytes]:
+    """A copy of a pipe's bytes in an unnamed temporary file (gone when closed or killed), so
+    that stdin is read like any file: its bytes checked through the decoder before any write,
+    a workbook read from its end, ``--strict`` reading it twice, progress shown in percent."""
+    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned, closed by the caller
     try:
-        fh = p.open("rb")
-    except FileNotFoundError:
-        raise InputError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise InputError("is a folder, not a file", file=path) from None
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", file=path) from None
-    if not fh.seekable():  # a pipe given by name (<(…), a FIFO): read it like stdin
-        return fh, path, None
-    return fh, path, os.fstat(fh.fileno()).st_size
+        shutil.copyfileobj(stream, spool, 1 << 20)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
+def _open_input(path: str) -> tuple[IO[bytes], str, int]:
+    """The input as a seekable binary file, its label for messages and its size in bytes."""
+    if path == "-":
+        fh, label = _spooled(sys.stdin.buffer), "<stdin>"
+    else:
+        label = path
+        try:
+            fh = Path(path).open("rb")  # noqa: SIM115 - returned, closed by the caller
+        except FileNotFoundError:
+            raise InputError("file not found", file=path) from None
+        except IsADirectoryError:
+            raise InputError("is a folder, not a file", file=path) from None
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", file=path) from None
+        if not fh.seekable():  # a pipe given by name (<(…), a FIFO): read it like stdin
+            with fh:
+                fh = _spooled(fh)
+    return fh, label, os.fstat(fh.fileno()).st_size
 
 
 class BulkLoad:
@@ -245,26 +251,16 @@ def import_orders(
     )
     stream, label, size = _open_input(path)
     try:
-        head = stream.peek(8)[:8]  # type: ignore[attr-defined]  # a file's or stdin's reader
-        if xlsx.sniff(head, label):  # a workbook: its first sheet as a CSV
-            workbook = _seekable(stream)
-            converted = xlsx.as_csv(workbook, label)
-            if workbook is not stream:
-                workbook.close()
-            if stream is not sys.stdin.buffer:
-                stream.close()
+        if xlsx.sniff(stream.peek(8)[:8], label):  # type: ignore[attr-defined]
+            converted = xlsx.as_csv(stream, label)  # a workbook: its first sheet as a CSV
+            stream.close()
             stream, size = converted, converted.seek(0, os.SEEK_END)
             converted.seek(0)
             encoding = "utf-8"
-    except BaseException:
-        if stream is not sys.stdin.buffer:
-            stream.close()
-        raise
-    if on_size:
-        on_size(size)
-    try:
-        if size is not None:  # a file: undecodable bytes anywhere refuse it before any write
-            refuse_undecodable(stream, encoding or fmt.encoding, label)
+        if on_size:
+            on_size(size)
+        # undecodable bytes anywhere refuse the input before any write
+        refuse_undecodable(stream, encoding or fmt.encoding, label)
         return _import_stream(
             ctx,
             fmt,
@@ -281,8 +277,7 @@ def import_orders(
             result,
         )
     finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()
+        stream.close()
 
 
 def _import_stream(
@@ -316,8 +311,6 @@ def _import_stream(
         )
 
     if strict and not ctx.dry_run:
-        if size is None:  # stdin or a pipe: spooled so it can be read twice
-            stream = _seekable(stream)
         check = run(stream, None, dry_run=True)
         if check.rejects:
             first = check.rejects[0]
