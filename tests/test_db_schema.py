@@ -208,3 +208,22 @@ def test_milestone_indexes_hold_only_orders_that_reached_the_milestone_and_serve
                 f"EXPLAIN QUERY PLAN SELECT * FROM orders WHERE {where}", ("a", "b")
             ).fetchall()
             assert f"INDEX idx_orders_{m} " in plan[0][3], (where, plan[0][3])
+
+
+def test_none_is_bound_as_null_and_values_as_themselves(tmp_path: Path):
+    """csops registers a fast adapter for None (see csops.db): it must still bind SQL NULL,
+    never a stand-in like 0 or '' that `IS NULL` queries (due follow-ups, KPIs) would miss."""
+    conn = db.connect(tmp_path / "t.db")
+    try:
+        conn.execute("CREATE TABLE t (a, b, c, d)")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?, ?, ?)", [(None, 0, "", None), (1, None, "x", 2.5)]
+        )
+        got = conn.execute("SELECT typeof(a), typeof(b), typeof(c), typeof(d) FROM t").fetchall()
+        assert [tuple(r) for r in got] == [
+            ("null", "integer", "text", "null"),
+            ("integer", "null", "text", "real"),
+        ]
+        assert conn.execute("SELECT count(*) FROM t WHERE a IS NULL").fetchone()[0] == 1
+    finally:
+        conn.close()

@@ -19,6 +19,7 @@ what was committed so far, as after a kill.
 
 from __future__ import annotations
 
+import marshal
 import os
 import pickle
 import signal
@@ -40,27 +41,37 @@ except ImportError:  # pragma: no cover - not on POSIX: no fork either
 
 
 class _Pipe:
-    """Length-prefixed pickles over one end of an ``os.pipe`` (blocking: a full pipe makes
-    the sender wait, which bounds memory to about one batch in flight)."""
+    """Length-prefixed messages over one end of an ``os.pipe`` (blocking: a full pipe makes
+    the sender wait, which bounds memory to about one batch in flight).
+
+    A message of plain values (keys, parsed orders: tuples, lists, str, int, None) goes as
+    ``marshal`` — both ends are the same interpreter, forked — which writes and reads such
+    data about twice as fast as pickle (0.2 s against 0.4–0.5 s to write, 0.5 s against
+    1.1–1.3 s to read, for the parsed orders of 200,000 rows); one holding objects (rejects,
+    an error) goes as a pickle.
+    """
 
     def __init__(self, fd: int, mode: str) -> None:
         self.file = os.fdopen(fd, mode)
 
     def send(self, obj: Any) -> None:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        self.file.write(struct.pack("<Q", len(data)))
+        try:
+            data, kind = marshal.dumps(obj), 0
+        except ValueError:  # an object marshal does not know: a reject, an exception class
+            data, kind = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL), 1
+        self.file.write(struct.pack("<QB", len(data), kind))
         self.file.write(data)
         self.file.flush()
 
     def recv(self) -> Any:
-        head = self.file.read(8)
-        if len(head) < 8:
+        head = self.file.read(9)
+        if len(head) < 9:
             raise EOFError
-        size = struct.unpack("<Q", head)[0]
+        size, kind = struct.unpack("<QB", head)
         data = self.file.read(size)
         if len(data) < size:
             raise EOFError
-        return pickle.loads(data)
+        return pickle.loads(data) if kind else marshal.loads(data)
 
     def close(self) -> None:
         self.file.close()
