@@ -7,7 +7,6 @@ add their own through entry points (groups ``csops.importers``, ``csops.channels
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
 from typing import Any
 
 from csops.errors import UsageError
@@ -37,9 +36,22 @@ REGISTRIES: dict[str, dict[str, str]] = {
 }
 
 
+def _entry_points(kind: str) -> Any:
+    """Third-party entries; importlib.metadata (20 ms to import) loads only when asked."""
+    from importlib.metadata import entry_points
+
+    return entry_points(group=f"csops.{kind}")
+
+
+def known(kind: str, name: str) -> bool:
+    """Whether ``name`` is registered in ``kind``: built-ins answer without the entry-point scan
+    (every command checks its config's channel types on start)."""
+    return name in REGISTRIES.get(kind, {}) or name in names(kind)
+
+
 def names(kind: str) -> list[str]:
     found = dict(REGISTRIES.get(kind, {}))
-    for ep in entry_points(group=f"csops.{kind}"):
+    for ep in _entry_points(kind):
         found.setdefault(ep.name, ep.value)
     return sorted(found)
 
@@ -49,7 +61,7 @@ def load(kind: str, name: str) -> Any:
     table = REGISTRIES.get(kind, {})
     target = table.get(name)
     if target is None:
-        for ep in entry_points(group=f"csops.{kind}"):
+        for ep in _entry_points(kind):
             if ep.name == name:
                 return ep.load()
         raise UsageError(

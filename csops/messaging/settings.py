@@ -74,9 +74,9 @@ class ChannelSettings:
     body_template: str = ""  # JSON template; empty: the default {"to","subject","text",...}
 
     def __post_init__(self) -> None:
-        from csops.registry import names
+        from csops.registry import known, names
 
-        if self.type not in names("channels"):
+        if not known("channels", self.type):
             raise ValueError(
                 f"unknown channel type {self.type!r}", "one of " + ", ".join(names("channels"))
             )
