@@ -355,6 +355,28 @@ line_total = "Line"
     assert "neg.csv:6: Line: negative line total" in p.stderr
     got = workspace.query("SELECT external_id, total_minor FROM orders")
     assert [(r["external_id"], r["total_minor"]) for r in got] == [("1", 1000)]
+    workspace.set_config(  # no total column: it is computed, so a discount may not exceed it
+        """
+[import.mappings.parts]
+[import.mappings.parts.columns]
+order_id = "order"
+created_at = "created"
+subtotal = "Goods"
+discount = "Off"
+"""
+    )
+    parts = tmp_path / "parts.csv"
+    parts.write_text(
+        "order,created,Goods,Off\nP1,2024-03-05 10:00,10.00,2.00\n"
+        "P2,2024-03-05 10:00,10.00,12.00\n",
+        encoding="utf-8",
+    )
+    args = ("import", "orders", "--from", "csv", "--mapping", "parts", str(parts), "--json")
+    p = workspace.run(*args)
+    assert p.code == 3, p.stderr
+    assert "parts.csv:3: Off: discount larger than subtotal + shipping + tax" in p.stderr
+    got = workspace.query("SELECT external_id, total_minor FROM orders WHERE external_id LIKE 'P%'")
+    assert [(r["external_id"], r["total_minor"]) for r in got] == [("P1", 800)]
 
 
 def test_amazon_charges_below_zero_are_rejected_promotions_are_not(workspace, tmp_path):

@@ -88,7 +88,7 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
                 line_total = money(row, "line_total", currency, blank=unit * qty)
                 if "line_total" not in col:
                     line_total = unit * qty
-                if line_total < 0:
+                if line_total < 0:  # only a mapped line total can be: price and quantity ≥ 0
                     raise FieldError(col["line_total"], "negative line total", "an amount ≥ 0")
             except FieldError as exc:
                 exc.line = line
@@ -118,8 +118,12 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
         amounts = {"subtotal": subtotal, "shipping": shipping, "tax": tax, "total": total}
         amounts["refunded"] = refunded
         for fld, amount in amounts.items():
-            if amount < 0:  # a refund is its own column, never a negative order amount
-                raise FieldError(col.get(fld, fld), "negative amount", "an amount ≥ 0")
+            if amount < 0 and fld in col:  # a refund is its own column, never a negative amount
+                raise FieldError(col[fld], "negative amount", "an amount ≥ 0")
+        if total < 0:  # computed from the parts: the discount is larger than they are
+            raise FieldError(
+                col["discount"], "discount larger than subtotal + shipping + tax", "a smaller one"
+            )
         order_id = key(first)
         return Order(
             platform=m.platform,
