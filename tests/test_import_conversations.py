@@ -89,3 +89,22 @@ def test_a_file_that_is_not_a_conversations_export_fails_listing_the_columns(wor
     )
     assert p.code == 2
     assert "missing column(s) conversation_id" in p.stderr
+
+
+def test_stdin_is_read_and_closed_on_success_and_on_a_bad_header(workspace, sample):
+    """``-`` reads stdin (a copy in a temporary file); the copy is closed on every path:
+    Python's development mode reports any file left for the garbage collector."""
+    data = (sample / "conversations.csv").read_bytes()
+    for text, code in ((data, 0), (b"not,a,conversations,file\n1,2,3,4\n", 2)):
+        p = workspace.run(
+            "import",
+            "conversations",
+            "--from",
+            "csv",
+            "-",
+            "--dry-run",
+            input=text,
+            env={"PYTHONDEVMODE": "1"},
+        )
+        assert p.code == code, p.stderr
+        assert "ResourceWarning" not in p.stderr

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import resource
 import shutil
 import sqlite3
+import subprocess
 
 from import_helpers import (
     SHOPIFY_73,
@@ -145,6 +149,60 @@ def test_stdin_dash_reads_the_file_from_a_pipe(workspace, sample):
     )
     assert o["shipped_at"] == "2026-03-03T09:00:00Z"
     assert rows["113-5550001-0000002"]["status"] == "cancelled"
+
+
+def _limited_files(limit: int):
+    """For a child process: files it writes may not grow past ``limit`` bytes (ulimit -f)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_stdin_needs_room_for_its_copy_unless_it_is_a_file(workspace, tmp_path):
+    """A pipe on stdin is copied to TMPDIR first (read like a file after that): no room for the
+    copy is an input error naming TMPDIR, exit 2, no traceback. A file given on stdin
+    (``- < export.csv``) is read in place, so it needs no room at all."""
+    src = write_shopify(tmp_path / "export.csv", gen_orders(6000, seed=4))
+    assert src.stat().st_size > 1_500_000
+    args = ("import", "orders", "--from", "shopify-csv", "-", "--dry-run", "--json")
+    limit = _limited_files(1_000_000)
+    with src.open("rb") as fh:
+        piped = subprocess.run(
+            workspace.csops_cmd(*args),
+            input=fh.read(),
+            capture_output=True,
+            env=workspace.env,
+            preexec_fn=limit,
+        )
+    err = piped.stderr.decode()
+    assert piped.returncode == 2, err
+    assert "<stdin>: cannot copy the input to a temporary file in" in err
+    assert "Traceback" not in err
+    with src.open("rb") as fh:
+        direct = subprocess.run(
+            workspace.csops_cmd(*args),
+            stdin=fh,
+            capture_output=True,
+            env=workspace.env,
+            preexec_fn=limit,
+        )
+    assert direct.returncode == 0, direct.stderr.decode()
+    assert json.loads(direct.stdout)[0]["inserted"] == 6000
+
+
+def test_stdin_closed_is_a_usage_error(workspace):
+    p = subprocess.run(
+        [*workspace.csops_cmd("import", "orders", "--from", "shopify-csv", "-")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env=workspace.env,
+        preexec_fn=lambda: os.close(0),
+    )
+    err = p.stderr.decode()
+    assert p.returncode == 2, err
+    assert "standard input is closed" in err and "Traceback" not in err
 
 
 def test_taobao_gbk_export_unwraps_protected_ids_and_maps_chinese_statuses(workspace, sample):

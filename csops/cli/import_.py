@@ -32,7 +32,7 @@ def import_group() -> None:
     metavar="PATH",
     help="Where rejected rows go (default: a file in [paths] rejects_dir).",
 )
-@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 1).")
+@click.option("--strict", is_flag=True, help="Import nothing if any row is bad (exit 2).")
 @click.option("--encoding", metavar="ENC", help="Override detection: utf-8, gb18030, utf-16 …")
 @click.option("--mapping", metavar="NAME", help="--from csv: the [import.mappings.NAME] to use.")
 @dry_run_option
@@ -54,7 +54,7 @@ def import_orders(
 
     Re-importing the same data changes nothing; a later export with progressed orders updates
     them. Bad rows go to a rejects CSV (original cells + _line, _field, _reason) and the good
-    rows still land: exit 3 when any row was rejected, 1 when the file is not the format at all.
+    rows still land: exit 3 when any row was rejected, 2 when the file is not the format at all.
 
     \b
     Examples:

@@ -96,8 +96,7 @@ def import_conversations(
         finally:
             rejects.close()
     finally:
-        if path != "-":
-            stream.close()
+        stream.close()
     result.counts.update(counts)
     row: dict[str, Any] = {"source": source_name, "file": label, **counts}
     if counts["rejected"] and not ctx.dry_run:

@@ -114,7 +114,7 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
             if "total" in col
             else subtotal + shipping + tax - discount
         )
-        refunded = money(first, "refunded", currency)
+        refunded = abs(money(first, "refunded", currency))  # some systems write refunds < 0
         amounts = {"subtotal": subtotal, "shipping": shipping, "tax": tax, "total": total}
         amounts["refunded"] = refunded
         for fld, amount in amounts.items():
