@@ -98,6 +98,9 @@ def as_csv(binary: IO[bytes], file: str) -> IO[bytes]:
             expected="a CSV or .xlsx file",
             code="not_a_workbook",
         ) from None
+    except BaseException:  # Ctrl-C while converting: the spool goes too
+        out.close()
+        raise
     finally:
         book.close()
     out.seek(0)
