@@ -319,6 +319,26 @@ def test_negative_order_amounts_and_discounts_above_the_line_are_rejected(worksp
     assert "tb.csv:3: 总金额: negative amount" in p.stderr
 
 
+def test_a_line_total_past_sqlites_integers_is_rejected_not_a_crash(workspace, tmp_path):
+    """Each cell is bounded (price < 10^13, quantity ≤ 1,000,000), but their product is not:
+    9999999999999.99 × 1,000,000 does not fit SQLite's 64-bit integer. The order is rejected
+    naming the line; before, the batch's write failed with an internal error (exit 1)."""
+    lines = [
+        _csv_line(shopify_line(0)),
+        _csv_line(
+            shopify_line(
+                1, **{"Lineitem price": "9999999999999.99", "Lineitem quantity": "1000000"}
+            )
+        ),
+    ]
+    path = tmp_path / "huge.csv"
+    path.write_text(",".join(SHOPIFY_COLUMNS) + "\n" + "".join(lines), encoding="utf-8")
+    p = workspace.run("import", "orders", "--from", "shopify-csv", str(path), "--json")
+    assert p.code == 3, p.stderr
+    assert p.json()[0]["inserted"] == 1 and p.json()[0]["rejected"] == 1
+    assert "huge.csv:3: line total: absurd line 1" in p.stderr
+
+
 def test_a_mapped_csv_with_negative_amounts_is_rejected_naming_the_column(workspace, tmp_path):
     """A mapped shop CSV is held to the same rule: a negative total, subtotal, tax or line
     total is a defect in the file, never stored. A refund (like a discount) is an amount

@@ -449,6 +449,26 @@ def test_a_negative_price_or_total_rejects_the_order(workspace, shop):
     assert fields == {"total_price", "line_items.price"}
 
 
+def test_out_of_range_values_reject_their_order_and_the_sync_goes_on(workspace, shop):
+    """A quantity, amount or year no shop has (10^20 pieces, 1e30, year 1) is rejected as in
+    files; before, it stopped the run with an internal error, on the same page every run."""
+    fill(shop, 6)
+    shop.orders[1]["line_items"][0]["quantity"] = 10**20
+    shop.orders[2]["total_price"] = "1e30"
+    shop.orders[3]["created_at"] = "0001-01-01T00:00:00+01:00"
+    shop.orders[4]["line_items"][0]["price"] = "9999999999999.99"
+    shop.orders[4]["line_items"][0]["quantity"] = 1_000_000
+    workspace.set_config(shopify_config(shop.base))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 3, p.stderr
+    assert "internal error" not in p.stderr
+    assert p.json()[0]["inserted"] == 2 and p.json()[0]["rejected"] == 4
+    assert set(db_orders(workspace)) == {"5000000", "5000005"}
+    fields = sorted(r["field"] for r in workspace.query("SELECT field FROM rejects"))
+    assert fields == ["created_at", "line total", "line_items.quantity", "total_price"]
+    assert workspace.query("SELECT count(*) n FROM sync_state")[0]["n"] == 1
+
+
 def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
     fill(shop, 30)
     workspace.set_config(shopify_config(shop.base))

@@ -11,7 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from csops.errors import UsageError
-from csops.importers.base import FieldError
+from csops.importers.base import MAX_MINOR, FieldError, check_magnitudes, compact
 from csops.importers.store import OrderStore, PendingReject
 from csops.model import Order, to_minor
 from csops.result import Reject
@@ -86,7 +86,16 @@ def api_time(value: Any, fld: str, *, naive_utc: bool = False) -> str | None:
         if not naive_utc:
             raise FieldError(fld, f"time without offset: {value[:40]!r}", "an offset")
         dt = dt.replace(tzinfo=timezone.utc)
+    if not 1990 <= dt.year <= 2100:  # as for files; year 1 with an offset cannot even be UTC
+        raise FieldError(fld, f"date out of range: {value[:40]!r}", "a year between 1990 and 2100")
     return iso(dt)
+
+
+def api_quantity(value: Any, fld: str) -> int:
+    """A line's quantity: a JSON integer from 0 to 1,000,000 (as for files)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1_000_000:
+        raise FieldError(fld, f"not a quantity: {value!r}"[:60], "an integer from 0 to 1000000")
+    return value
 
 
 def api_money(value: Any, currency: str, fld: str, *, signed: bool = False) -> int:
@@ -105,6 +114,8 @@ def api_money(value: Any, currency: str, fld: str, *, signed: bool = False) -> i
         raise FieldError(fld, str(exc), "a decimal string") from None
     if minor < 0 and not signed:
         raise FieldError(fld, f"negative amount {str(value)[:20]}", "an amount ≥ 0")
+    if abs(minor) >= MAX_MINOR:  # as for files: no shop sells for 10^13, SQLite stops at 2^63
+        raise FieldError(fld, f"absurd amount: {str(value)[:40]!r}", "an amount below 10^13")
     return minor
 
 
@@ -139,7 +150,9 @@ def stored_orders(
     for raw in batch:
         try:
             order = map_order(raw)
-        except (FieldError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            check_magnitudes(compact(order))
+        except Exception as exc:  # any record the mapping cannot read is rejected, never the
+            # run: a run stopped on it would stop on the same page every time after
             rejects.append(reject_api_order(store, source, raw, exc))
             continue
         store.add(order)

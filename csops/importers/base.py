@@ -46,6 +46,30 @@ Row = dict[str, str]
 Compact = tuple[str, str, tuple[Any, ...], tuple[Any, ...], list[tuple[Any, ...]]]
 
 
+_AMOUNT_NAMES = ("subtotal", "shipping", "tax", "discount", "total", "refunded")
+
+
+def check_magnitudes(data: Compact) -> None:
+    """Every amount of a parsed order below ``MAX_MINOR`` (10^13 in a two-decimal currency):
+    each cell is bounded as it is read, but a line's price × quantity, or a sum over many
+    lines, can still pass SQLite's 64-bit integers and fail the whole batch's write."""
+    amounts, items = data[2][4:10], data[4]
+    low, high = -MAX_MINOR, MAX_MINOR
+    if min(amounts) > low and max(amounts) < high:
+        for item in items:  # a loop, not all(): this runs once per order of every import
+            if not (low < item[5] < high and low < item[4] < high):
+                break
+        else:
+            return
+    for name, amount in zip(_AMOUNT_NAMES, amounts, strict=True):
+        if not low < amount < high:
+            raise FieldError(name, f"absurd {name}: {amount} minor units", "below 10^13")
+    line = next(i for i in items if not (low < i[5] < high and low < i[4] < high))
+    raise FieldError(
+        "line total", f"absurd line {line[0]}: {line[4]} × {line[3]}", "a line total below 10^13"
+    )
+
+
 def compact(order: Order) -> Compact:
     c = order.customer
     return (
@@ -216,10 +240,12 @@ class PendingOrder:
         """:meth:`parse` in compact form; from the cells, without row dicts, where the format
         has a cell parser."""
         if self.parser is None or self.header is None:
-            return compact(self.parse())
-        data = self.parser(self.cells, self.env)
-        if data[1] != self.external_id:
-            data = (data[0], self.external_id, *data[2:])
+            data = compact(self.parse())
+        else:
+            data = self.parser(self.cells, self.env)
+            if data[1] != self.external_id:
+                data = (data[0], self.external_id, *data[2:])
+        check_magnitudes(data)
         return data
 
     def reject(self, exc: FieldError) -> GroupReject:

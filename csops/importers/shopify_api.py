@@ -24,6 +24,7 @@ from csops.errors import ConfigError, RemoteAuthError, RemoteError
 from csops.importers.api_common import (
     ApiOrder,
     api_money,
+    api_quantity,
     api_time,
     minus,
     not_after,
@@ -124,9 +125,7 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
     ) or billing.get("name")
     items = []
     for n, li in enumerate(o.get("line_items") or [], 1):
-        qty = li.get("quantity")
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 0:
-            raise FieldError("line_items.quantity", f"not a quantity: {qty!r}", "an integer ≥ 0")
+        qty = api_quantity(li.get("quantity"), "line_items.quantity")
         price = api_money(li.get("price"), currency, "line_items.price")
         discount = api_money(li.get("total_discount"), currency, "line_items.total_discount")
         items.append(

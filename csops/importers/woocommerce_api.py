@@ -22,6 +22,7 @@ from csops.errors import ConfigError, RemoteAuthError, RemoteError
 from csops.importers.api_common import (
     ApiOrder,
     api_money,
+    api_quantity,
     api_time,
     minus,
     not_after,
@@ -71,9 +72,7 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
         status = "partially_refunded"
     items = []
     for n, li in enumerate(o.get("line_items") or [], 1):
-        qty = li.get("quantity")
-        if not isinstance(qty, int) or isinstance(qty, bool) or qty < 0:
-            raise FieldError("line_items.quantity", f"not a quantity: {qty!r}", "an integer ≥ 0")
+        qty = api_quantity(li.get("quantity"), "line_items.quantity")
         subtotal = api_money(li.get("subtotal"), currency, "line_items.subtotal")
         items.append(
             OrderItem(
