@@ -485,7 +485,7 @@ def woo_order(k: int, modified: datetime) -> dict[str, Any]:
 
 @dataclass
 class WooServer:
-    """A loopback ``/wp-json/wc/v3/orders`` with Basic auth, page numbers and faults."""
+    """A loopback ``/wp-json/wc/v3/orders`` with Basic auth, page numbers or offsets, faults."""
 
     key: str = "ck_test_key"
     secret: str = "cs_test_secret"
@@ -513,7 +513,10 @@ class WooServer:
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         url = urlparse(h.path)
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
-        page = int(q.get("page", "1"))
+        per = int(q.get("per_page", "10"))
+        offset = int(q["offset"]) if "offset" in q else None
+        # csops starts each page after the first one order early (per_page = page_size + 1)
+        page = (offset + 1) // max(1, per - 1) + 1 if offset else int(q.get("page", "1"))
         self.log.append({"t": time.monotonic(), "page": page, "query": q})
         expected = "Basic " + base64.b64encode(f"{self.key}:{self.secret}".encode()).decode()
         if h.headers.get("Authorization") != expected:
@@ -531,9 +534,11 @@ class WooServer:
         rows = sorted(self.orders.values(), key=lambda o: o["id"])
         if "modified_after" in q:
             rows = [o for o in rows if o["date_modified_gmt"] > q["modified_after"]]
-        per = int(q.get("per_page", "10"))
         total_pages = max(1, -(-len(rows) // per))
-        chunk = rows[(page - 1) * per : page * per]
+        if offset is not None:  # WordPress: an offset overrides the page number
+            chunk = rows[offset : offset + per]
+        else:
+            chunk = rows[(page - 1) * per : page * per]
         if not chunk and page > 1 and self.past_last == "400":
             return ShopifyServer._send(
                 h,

@@ -67,7 +67,7 @@ def test_kill_mid_sync_resumes_at_the_page_it_stopped_on(workspace, woo):
         time.sleep(0.3)
         assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 60
         cursor = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])
-        assert cursor["resume"]["page"] == 4
+        assert (cursor["resume"]["pos"], cursor["resume"]["last_id"]) == (60, 859)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -78,7 +78,7 @@ def test_kill_mid_sync_resumes_at_the_page_it_stopped_on(workspace, woo):
     before = len(woo.log)
     p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
     assert p.code == 0, p.stderr
-    assert woo.log[before]["page"] == 4
+    assert woo.log[before]["page"] == 4 and woo.log[before]["query"]["offset"] == "59"
     assert p.json()[0]["inserted"] == 40
     assert workspace.query("SELECT count(*) n FROM orders")[0]["n"] == 100
     cursor = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])
@@ -125,6 +125,68 @@ def test_a_negative_total_rejects_the_order_negative_refunds_are_woos_own(worksp
     assert workspace.query("SELECT field FROM rejects") == [{"field": "total"}]
     got = workspace.query("SELECT refunded_minor FROM orders WHERE external_id = '802'")
     assert got == [{"refunded_minor": 350}]
+
+
+def test_orders_leaving_the_listing_mid_run_keep_the_watermark_so_none_is_lost(workspace, woo):
+    """An order deleted from a page already read moves every later order up one place: read
+    by page numbers, the first order of the next page would never be read. Pages overlap by one
+    order; when it is not where it was, the run keeps the watermark and the next run reads the
+    window again, so every order still listed lands."""
+    fill(woo, 100)
+    woo.hold_page = 2
+    workspace.set_config(woo_config(woo.base))
+    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", env=ENV)
+    try:
+        assert woo.stall_event.wait(30), "page 2 never requested"
+        del woo.orders[5]  # order 805, on page 1 (read): orders from 821 on move up one place
+        woo.hold_page = None
+        woo.release.set()
+        _out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "orders left the listing while it was read" in err.decode()
+    assert "resume" not in saved_cursor(workspace)
+    assert saved_cursor(workspace)["watermark"] is None  # not moved: there was none before
+    p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    assert p.code == 0, p.stderr
+    stored = {r["external_id"] for r in workspace.query("SELECT external_id FROM orders")}
+    assert stored >= {str(800 + k) for k in woo.orders}  # 820 included
+    assert saved_cursor(workspace)["watermark"] is not None
+
+
+def test_orders_entering_the_listing_mid_run_are_read_once(workspace, woo):
+    """An older order edited mid-run enters the listing before the reading position and pushes
+    the rest down one place: the overlap order shows up again and is not counted twice."""
+    run_start = T0 + timedelta(days=1)
+    woo.now = run_start
+    fill(woo, 60)
+    fill_from = T0 - timedelta(days=30)
+    woo.orders[99] = woo_order(99, fill_from)
+    woo.orders[99]["id"] = 799  # id below all others, modified long before the window
+    workspace.set_config(woo_config(woo.base))
+    assert workspace.run("import", "orders", "--from", "woocommerce-api", env=ENV).code == 0
+    mark = saved_cursor(workspace)["watermark"]
+    for k in range(60):  # every order edited: the next run reads all of them
+        woo.orders[k] = woo_order(k, run_start + timedelta(minutes=1, seconds=k))
+    woo.hold_page = 2
+    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    try:
+        assert woo.stall_event.wait(30), "page 2 never requested"
+        woo.orders[99] = woo_order(99, run_start + timedelta(minutes=5))
+        woo.orders[99]["id"] = 799  # now in the window, before everything read
+        woo.hold_page = None
+        woo.release.set()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    got = json.loads(out)[0]
+    assert got["unchanged"] + got["updated"] + got["inserted"] == 60, got
+    assert "left the listing" not in err.decode()
+    assert saved_cursor(workspace)["watermark"] >= mark
 
 
 def saved_cursor(ws) -> dict:

@@ -1,14 +1,18 @@
 """``--from woocommerce-api``: REST v3 ``/wp-json/wc/v3/orders``, incremental by ``modified_after``.
 
-Pages are numbered (``page``, ``per_page=100``, ``X-WP-TotalPages``) and ordered by id, so the
-set of orders modified after the start instant keeps its order while we read it (new orders
-append at the end). The cursor saves the run's start instant and the last committed page with
-each page's rows: a run killed mid-way resumes at that page; the ``modified_after`` watermark
-moves only when a run has read every page (the last page by ``X-WP-TotalPages``, an empty page,
-or a 400 past the end), to the newest ``date_modified_gmt`` but never past the server's clock
-when the run began (its first ``Date``): an order edited after its page was read is read again.
-HTTP Basic with the consumer key and secret read from the env vars the config names, over
-HTTPS only (plain http:// is refused unless the host is loopback).
+Pages go by ``offset`` in id order (``orderby=id``), so the set of orders modified after the
+start instant keeps its order while we read it (new orders append at the end). Each page after
+the first starts one order early: that order must be the one the previous page ended on. If it
+is not there, orders before it left the listing meanwhile (deleted, trashed) and every later
+one moved up, so one may have been passed over: the run still reads to the end, but the
+watermark does not move and the next run reads the same window again (orders that entered
+before it, pushing the listing down, are read twice and counted once). The cursor saves the
+run's start instant, the position and the last order id with each page's rows: a run killed
+mid-way resumes there. The ``modified_after`` watermark moves only when a run has read every
+page (a short page, or ``X-WP-Total`` reached), to the newest ``date_modified_gmt`` but never
+past the server's clock when the run began (its first ``Date``): an order edited after its page
+was read is read again. HTTP Basic with the consumer key and secret read from the env vars the
+config names, over HTTPS only (plain http:// is refused unless the host is loopback).
 """
 
 from __future__ import annotations
@@ -117,6 +121,29 @@ def map_order(o: dict[str, Any]) -> ApiOrder:
     )
 
 
+def _order_id(record: Any) -> int | None:
+    value = record.get("id") if isinstance(record, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _after_overlap(raw: list[Any], last_id: int | None) -> tuple[list[Any], bool]:
+    """A page's records past the one the previous page ended on (``last_id``), and whether
+    the listing moved up meanwhile (that order is gone from its place: orders before it left,
+    so one may have been passed over). Records it repeats (orders that entered before it
+    pushed the listing down) are dropped: they were stored already."""
+    if last_id is None:
+        return raw, False
+    if not raw:
+        return raw, True  # the order the last page ended on is no longer where it was
+    first = _order_id(raw[0])
+    if first == last_id:
+        return raw[1:], False
+    if first is not None and first < last_id:  # pushed down: skip what was read already
+        rest = [r for r in raw if (_order_id(r) or last_id + 1) > last_id]
+        return rest, False
+    return raw, True
+
+
 def _refuse_basic_auth_in_clear(url: str, ctx: Any) -> None:
     """FORMATS §3: Basic auth only over HTTPS (plain HTTP needs OAuth 1.0a); loopback is fine."""
     parts = urlsplit(url)
@@ -157,21 +184,28 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
     old_mark = state.get("watermark")
     resume = state.get("resume") or {}
     run_start: str | None = None  # the server's clock when the run (or the run resumed) began
+    fresh = max(1, min(w.page_size, 99))  # new orders a page brings (+ 1 overlap ≤ 100)
+    pos, last_id, shifted = 0, None, False  # orders of the listing read; id of the last one
     if since:
-        start = since_instant(since, ctx.config.shop.timezone)
-        page, newest = 1, old_mark
-    elif resume.get("start") is not None or resume.get("page"):
-        start, page, newest = resume.get("start"), int(resume.get("page", 1)), resume.get("newest")
+        start, newest = since_instant(since, ctx.config.shop.timezone), old_mark
+    elif resume.get("start") is not None or resume.get("page") or resume.get("pos"):
+        start, newest = resume.get("start"), resume.get("newest")
         run_start = resume.get("server_start")
+        pos = int(resume.get("pos") or (int(resume.get("page", 1)) - 1) * w.page_size)
+        last_id, shifted = resume.get("last_id"), bool(resume.get("shifted"))
     else:
         start = minus(old_mark, parse_duration(w.overlap)) if old_mark else None
-        page, newest = 1, old_mark
+        newest = old_mark
     url = f"{w.url.rstrip('/')}/wp-json/wc/v3/orders"
     out = SyncOutcome(watermark=old_mark)
     while True:
+        # Pages go by id with an offset, each starting one order early: that order must be the
+        # one the last page ended on. If orders before it left the listing meanwhile (deleted,
+        # trashed), every later one moved up and one may never be read: see `shifted`.
+        offset = max(0, pos - 1)
         params: dict[str, Any] = {
-            "per_page": w.page_size,
-            "page": page,
+            "per_page": fresh + (1 if pos else 0),
+            "offset": offset,
             "orderby": "id",
             "order": "asc",
             "dates_are_gmt": "true",
@@ -195,10 +229,10 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 f"${w.consumer_secret_env} (HTTP {resp.status_code})",
                 expected="a valid REST API key with read access",
             )
-        if resp.status_code == 400 and page > 1:
-            # past the last page (rest_invalid_page_number) when X-WP-TotalPages is not sent:
-            # the previous page was the last one
-            batch: list[Any] = []
+        if resp.status_code == 400 and pos:
+            # past the last page (rest_invalid_page_number) on hosts that check it: the
+            # previous page was the last one
+            raw: list[Any] = []
         else:
             if resp.status_code != 200:
                 raise RemoteError(
@@ -207,23 +241,34 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                     file=url,
                 )
             try:
-                batch = resp.json()
-                if not isinstance(batch, list):
+                raw = resp.json()
+                if not isinstance(raw, list):
                     raise TypeError
             except (ValueError, TypeError):
                 raise RemoteError(
                     "WooCommerce sent a page that is not an orders list", file=url
                 ) from None
-            for order in stored_orders(batch, map_order, store, SOURCE_NAME, out.rejects):
-                if order.updated_at and (newest is None or order.updated_at > newest):
-                    newest = order.updated_at
             out.pages += 1
-        total_pages = resp.headers.get("X-WP-TotalPages", "")
-        last = not batch or (total_pages.isdigit() and page >= int(total_pages))
+        past_end = resp.status_code == 400
+        batch, moved = _after_overlap(raw, last_id if pos and not past_end else None)
+        shifted = shifted or moved
+        for order in stored_orders(batch, map_order, store, SOURCE_NAME, out.rejects):
+            if order.updated_at and (newest is None or order.updated_at > newest):
+                newest = order.updated_at
+        if raw:
+            pos, last_id = offset + len(raw), _order_id(raw[-1])
+        total = resp.headers.get("X-WP-Total", "")
+        last = len(raw) < params["per_page"] or (total.isdigit() and pos >= int(total))
         if last:
             # pages go by id, so an order edited after its page was read is only caught by a
-            # mark no later than the run's start
-            mark = not_after(newest, run_start)
+            # mark no later than the run's start; if orders left the listing while it was read,
+            # one may have been passed over: the mark stays, the next run reads it all again
+            mark = old_mark if shifted else not_after(newest, run_start)
+            if shifted:
+                out.messages.append(
+                    "orders left the listing while it was read (deleted or trashed): the "
+                    "watermark stays where it was, so the next run reads this window again"
+                )
             cursor: dict[str, Any] = {"watermark": mark}
             out.watermark = mark
         else:
@@ -231,7 +276,9 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 "watermark": old_mark,
                 "resume": {
                     "start": start,
-                    "page": page + 1,
+                    "pos": pos,
+                    "last_id": last_id,
+                    "shifted": shifted,
                     "newest": newest,
                     "server_start": run_start,
                 },
@@ -239,7 +286,6 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
         store.flush(cursor=None if store.dry_run else (SOURCE_NAME, json.dumps(cursor)))
         if last:
             break
-        page += 1
     out.messages.append(f"{client.requests_made} request(s), {out.pages} page(s)")
     return out
 
