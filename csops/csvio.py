@@ -51,7 +51,8 @@ class SafeCsvWriter:
 
 
 def sniff_encoding(head: bytes) -> str:
-    """Guess the encoding of a CSV from its first bytes: UTF-8 (with or without BOM) or GB18030.
+    """Guess the encoding of a CSV from its first bytes: UTF-8 (with or without BOM), UTF-16
+    (with a BOM, or without one when its zero bytes give it away) or GB18030.
 
     GB18030 is a superset of GBK and GB2312, so it reads every Taobao/Tmall generation.
     """
@@ -59,6 +60,9 @@ def sniff_encoding(head: bytes) -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
+    wide = _bomless_utf16(head)
+    if wide:
+        return wide
     try:
         head.decode("utf-8")
         return "utf-8"
@@ -73,6 +77,22 @@ def sniff_encoding(head: bytes) -> str:
     # GB18030 also decodes most Western single-byte text ("Jürgen" -> "J黵gen"): take it only
     # when the double bytes look like Chinese; else read UTF-8 and let the error say which
     return "gb18030" if looks_chinese(head) else "utf-8"
+
+
+def _bomless_utf16(head: bytes) -> str | None:
+    """``utf-16-le``/``-be`` for UTF-16 saved without its BOM: every ASCII character (commas,
+    digits, line ends, Latin letters) has a zero byte on the same side of each pair, which no
+    UTF-8, GBK or Windows-1252 text has (a NUL there is a damaged cell, not half the bytes)."""
+    sample = head[:4096]
+    if len(sample) < 16:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    zeros_even, zeros_odd = even.count(0), odd.count(0)
+    if zeros_odd >= len(odd) // 4 and zeros_even <= len(even) // 50:
+        return "utf-16-le"
+    if zeros_even >= len(even) // 4 and zeros_odd <= len(odd) // 50:
+        return "utf-16-be"
+    return None
 
 
 _DOUBLE_BYTE = re.compile(rb"[\x81-\xfe][\x40-\xfe]")

@@ -49,6 +49,9 @@ def test_the_same_orders_in_five_encodings_import_to_identical_rows(workspace, t
         "gb18030": text.encode("gb18030"),
         "gbk": plain.encode("gbk"),
         "utf16": codecs.BOM_UTF16_LE + text.replace(",", "\t").encode("utf-16-le"),
+        # saved without a BOM (some tools do): told by its zero bytes, not refused as cp1252
+        "utf16le-nobom": text.encode("utf-16-le"),
+        "utf16be-nobom": text.encode("utf-16-be"),
     }
     snaps = {}
     for name, data in files.items():
@@ -60,6 +63,7 @@ def test_the_same_orders_in_five_encodings_import_to_identical_rows(workspace, t
         assert p.json()[0]["inserted"] == 100, name
         snaps[name] = snapshot(workspace, db)
     assert snaps["utf8"] == snaps["bom"] == snaps["gb18030"] == snaps["utf16"]
+    assert snaps["utf16le-nobom"] == snaps["utf16be-nobom"] == snaps["utf8"]
     swapped = [
         tuple(str(v).replace("𠮷", "吉") if isinstance(v, str) else v for v in row)
         for row in snaps["utf8"]

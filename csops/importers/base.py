@@ -557,7 +557,7 @@ def refuse_undecodable(binary: IO[bytes], encoding: str | None, file: str) -> No
                 decoded = decoder.decode(block)
             except UnicodeDecodeError as exc:
                 before = bytes(exc.object[: exc.start])
-                at = line + (_wide_newlines(before, head) if wide else before.count(b"\n"))
+                at = line + (_wide_newlines(before, head, enc) if wide else before.count(b"\n"))
                 raise encoding_refusal(exc, enc, file, at) from None
             # a UTF-16/32 newline is not one 0x0A byte (上 is U+4E0A): count decoded newlines
             line += decoded.count("\n") if wide else block.count(b"\n")
@@ -573,8 +573,11 @@ def _wide(enc: str) -> bool:
     return enc.lower().replace("_", "-").startswith(("utf-16", "utf-32"))
 
 
-def _wide_newlines(data: bytes, head: bytes) -> int:
-    """Newlines in the valid start of a UTF-16/32 block, in the byte order its BOM set."""
+def _wide_newlines(data: bytes, head: bytes, enc: str) -> int:
+    """Newlines in the valid start of a UTF-16/32 block, in the byte order its BOM set (or its
+    codec names, for a file without a BOM)."""
+    if enc.lower().endswith(("-le", "-be")):
+        return data.decode(enc, "replace").count("\n")
     boms = (
         (codecs.BOM_UTF32_LE, "utf-32-le"),
         (codecs.BOM_UTF32_BE, "utf-32-be"),
@@ -586,7 +589,7 @@ def _wide_newlines(data: bytes, head: bytes) -> int:
 
 
 def open_source(binary: IO[bytes], encoding: str | None) -> tuple[IO[str], str]:
-    """Decode a stream, detecting UTF-8 (BOM or not), UTF-16 with BOM or GB18030."""
+    """Decode a stream, detecting UTF-8 (BOM or not), UTF-16 (BOM or not) or GB18030."""
     try:
         text, enc = open_text(binary, encoding)
     except LookupError:
