@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -178,15 +179,25 @@ def test_a_missing_token_variable_is_a_config_error(workspace, shop):
     assert shop.log == []
 
 
-def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
-    """AT-05 at a small count: 12 pages × 25, kill while page 6 is in flight."""
-    shop.page_size = 25
-    fill(shop, 300)
+COMPARE = (
+    "SELECT platform, external_id, number, status, currency, subtotal_minor, shipping_minor, "
+    "tax_minor, discount_minor, total_minor, refunded_minor, created_at, paid_at, shipped_at, "
+    "delivered_at, cancelled_at, refunded_at, email, content_hash FROM orders "
+    "ORDER BY platform, external_id"
+)
+
+
+def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop, tmp_path):
+    """AT-05 at its full count: 12 pages × 250; kill -9 once page 5 is committed and page 6
+    is in flight; meanwhile the server updates 50 orders on pages 1–5 and adds 10. The re-run
+    leaves exactly 3,010 orders, equal row for row to an uninterrupted import of the server's
+    latest versions."""
+    fill(shop, 3000)
     shop.hold_page = 6
-    workspace.set_config(shopify_config(shop.base).replace("page_size = 250", "page_size = 25"))
+    workspace.set_config(shopify_config(shop.base))
     proc = workspace.popen("import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
     try:
-        assert shop.stall_event.wait(30), "page 6 never requested"
+        assert shop.stall_event.wait(60), "page 6 never requested"
         time.sleep(0.3)
         # the cursor never points past committed data
         mark = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])[
@@ -196,7 +207,7 @@ def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
         for o in shop.orders.values():
             if o["updated_at"].replace("+00:00", "Z") <= mark:
                 assert str(o["id"]) in have
-        assert len(have) == 125
+        assert len(have) == 1250
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -205,22 +216,34 @@ def test_kill_between_pages_then_rerun_converges_to_the_server(workspace, shop):
     shop.hold_page = None
     shop.release.set()
     later = T0 + timedelta(days=2)
-    for k in range(0, 125, 3)[:40]:  # orders already imported change on the server
+    for k in range(0, 1250, 25):  # 50 orders already imported change on the server
         shop.orders[k]["total_price"] = "99.00"
+        shop.orders[k]["financial_status"] = "refunded"
         shop.orders[k]["updated_at"] = (later + timedelta(seconds=k)).isoformat()
-    fill(shop, 10, start=300)
-    for k in range(300, 310):
-        shop.orders[k]["updated_at"] = (later + timedelta(minutes=5, seconds=k)).isoformat()
+    fill(shop, 10, start=3000)
+    for k in range(3000, 3010):
+        shop.orders[k]["updated_at"] = (later + timedelta(minutes=30, seconds=k)).isoformat()
     before = len(shop.log)
     p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
     assert p.code == 0, p.stderr
     first = shop.log[before]["query"]
     assert first["updated_at_min"] and first["updated_at_min"] <= mark
     assert first["updated_at_min"] > "2024-04-01T00:00:00"  # not a full resync
-    rows = db_orders(workspace)
-    assert len(rows) == 310
-    for o in shop.orders.values():
-        assert rows[str(o["id"])]["total_minor"] == int(o["total_price"].replace(".", ""))
+    assert len(db_orders(workspace)) == 3010
+    ref_db = str(tmp_path / "reference.db")
+    ref = workspace.run(
+        "--db", ref_db, "import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV
+    )
+    assert ref.code == 0, ref.stderr
+    assert ref.json()[0]["inserted"] == 3010
+    got = [tuple(r.values()) for r in workspace.query(COMPARE)]
+    conn = sqlite3.connect(ref_db)
+    try:
+        want = [tuple(r) for r in conn.execute(COMPARE)]
+    finally:
+        conn.close()
+    assert got == want
+    assert sum(1 for r in got if r[3] == "refunded") >= 50
 
 
 def saved_mark(ws) -> str | None:
