@@ -331,9 +331,13 @@ def test_an_order_edited_during_a_run_after_its_page_was_read_is_read_by_the_nex
     assert len(db_orders(workspace)) == 101
 
 
-def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(workspace, shop):
-    """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
-    fill(shop, 200)
+def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(
+    workspace, shop, tmp_path
+):
+    """AT-19 at its full count: 1,000 orders and a watermark T; then 30 change, 5 new ones
+    carry exactly T and 3 late ones T − 2 min. One run makes the DB equal to the server (an
+    uninterrupted import of it, row for row); a second run writes nothing at all."""
+    fill(shop, 1000)
     workspace.set_config(shopify_config(shop.base))
     assert workspace.run("import", "orders", "--from", "shopify-api", env=TOKEN_ENV).code == 0
     mark = json.loads(workspace.query("SELECT cursor FROM sync_state")[0]["cursor"])["watermark"]
@@ -341,21 +345,30 @@ def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothi
     for k in range(0, 30):
         shop.orders[k]["total_price"] = "77.00"
         shop.orders[k]["updated_at"] = (t + timedelta(hours=1, seconds=k)).isoformat()
-    for k in range(200, 205):
+    for k in range(1000, 1005):
         shop.set_order(k, t)
-    for k in range(205, 208):
+    for k in range(1005, 1008):
         shop.set_order(k, t - timedelta(minutes=2))
     p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
     assert p.code == 0, p.stderr
     assert p.json()[0]["inserted"] == 8 and p.json()[0]["updated"] == 30
-    rows = db_orders(workspace)
-    assert len(rows) == 208
-    assert all(rows[str(5_000_000 + k)]["total_minor"] == 7700 for k in range(30))
-    changes = workspace.query("SELECT total_changes() n")  # noqa: F841 (separate connection)
+    ref_db = str(tmp_path / "reference.db")
+    ref = workspace.run("--db", ref_db, "import", "orders", "--from", "shopify-api", env=TOKEN_ENV)
+    assert ref.code == 0, ref.stderr
+    conn = sqlite3.connect(ref_db)
+    try:
+        want = [tuple(r) for r in conn.execute(COMPARE)]
+    finally:
+        conn.close()
+    got = [tuple(r.values()) for r in workspace.query(COMPARE)]
+    assert got == want and len(got) == 1008
+    stamped = "SELECT id, updated_at, imported_at, raw_hash FROM orders ORDER BY id"
+    before = workspace.query(stamped)
     p2 = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
     assert p2.code == 0
     out = p2.json()[0]
     assert out["inserted"] == 0 and out["updated"] == 0
+    assert workspace.query(stamped) == before  # not one row rewritten
 
 
 def test_fulfillments_and_refunds_map_to_shipped_delivered_and_refunded(workspace, shop):
