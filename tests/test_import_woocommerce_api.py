@@ -127,26 +127,37 @@ def test_a_negative_total_rejects_the_order_negative_refunds_are_woos_own(worksp
     assert got == [{"refunded_minor": 350}]
 
 
+def run_while_page_2_waits(workspace, woo, change) -> tuple[str, str]:
+    """Run an import with --json; while page 2 is held, ``change`` the server; (stdout,
+    stderr) of the run, which must succeed."""
+    woo.hold_page = 2
+    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
+    try:
+        assert woo.stall_event.wait(30), "page 2 never requested"
+        change()
+        woo.hold_page = None
+        woo.release.set()
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out.decode(), err.decode()
+
+
 def test_orders_leaving_the_listing_mid_run_keep_the_watermark_so_none_is_lost(workspace, woo):
     """An order deleted from a page already read moves every later order up one place: read
     by page numbers, the first order of the next page would never be read. Pages overlap by one
     order; when it is not where it was, the run keeps the watermark and the next run reads the
     window again, so every order still listed lands."""
     fill(woo, 100)
-    woo.hold_page = 2
     workspace.set_config(woo_config(woo.base))
-    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", env=ENV)
-    try:
-        assert woo.stall_event.wait(30), "page 2 never requested"
+
+    def delete_a_read_order() -> None:
         del woo.orders[5]  # order 805, on page 1 (read): orders from 821 on move up one place
-        woo.hold_page = None
-        woo.release.set()
-        _out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "orders left the listing while it was read" in err.decode()
+
+    _out, err = run_while_page_2_waits(workspace, woo, delete_a_read_order)
+    assert "orders left the listing while it was read" in err
     assert "resume" not in saved_cursor(workspace)
     assert saved_cursor(workspace)["watermark"] is None  # not moved: there was none before
     p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
@@ -170,22 +181,15 @@ def test_orders_entering_the_listing_mid_run_are_read_once(workspace, woo):
     mark = saved_cursor(workspace)["watermark"]
     for k in range(60):  # every order edited: the next run reads all of them
         woo.orders[k] = woo_order(k, run_start + timedelta(minutes=1, seconds=k))
-    woo.hold_page = 2
-    proc = workspace.popen("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
-    try:
-        assert woo.stall_event.wait(30), "page 2 never requested"
+
+    def edit_an_old_order() -> None:
         woo.orders[99] = woo_order(99, run_start + timedelta(minutes=5))
         woo.orders[99]["id"] = 799  # now in the window, before everything read
-        woo.hold_page = None
-        woo.release.set()
-        out, err = proc.communicate(timeout=30)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+
+    out, err = run_while_page_2_waits(workspace, woo, edit_an_old_order)
     got = json.loads(out)[0]
     assert got["unchanged"] + got["updated"] + got["inserted"] == 60, got
-    assert "left the listing" not in err.decode()
+    assert "left the listing" not in err
     assert saved_cursor(workspace)["watermark"] >= mark
 
 
