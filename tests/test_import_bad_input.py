@@ -40,9 +40,10 @@ def snapshot(ws, db: str) -> list[tuple]:
 
 
 def test_the_same_orders_in_five_encodings_import_to_identical_rows(workspace, tmp_path):
-    """AT-20 at 100 orders: UTF-8, UTF-8 BOM, GB18030, GBK, UTF-16LE (Excel Unicode Text)."""
-    text = taobao_text(100)
-    plain = taobao_text(100, with_astral=False)
+    """AT-20 at its full 1,000 orders: UTF-8, UTF-8 BOM, GB18030, GBK, UTF-16LE (Excel Unicode
+    Text), and UTF-16 in both byte orders saved without a BOM."""
+    text = taobao_text(1000)
+    plain = taobao_text(1000, with_astral=False)
     files = {
         "utf8": text.encode("utf-8"),
         "bom": codecs.BOM_UTF8 + text.encode("utf-8"),
@@ -60,7 +61,7 @@ def test_the_same_orders_in_five_encodings_import_to_identical_rows(workspace, t
         db = str(tmp_path / f"{name}.db")
         p = import_into(workspace, db, path, "--json")
         assert p.code == 0, (name, p.stderr)
-        assert p.json()[0]["inserted"] == 100, name
+        assert p.json()[0]["inserted"] == 1000, name
         snaps[name] = snapshot(workspace, db)
     assert snaps["utf8"] == snaps["bom"] == snaps["gb18030"] == snaps["utf16"]
     assert snaps["utf16le-nobom"] == snaps["utf16be-nobom"] == snaps["utf8"]

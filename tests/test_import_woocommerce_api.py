@@ -260,29 +260,36 @@ def test_without_total_pages_the_page_past_the_last_ends_the_run_and_moves_the_w
 
 
 def test_incremental_sync_catches_boundary_and_late_orders_and_then_writes_nothing(workspace, woo):
-    """AT-19 at a small count: orders at exactly T and at T − 2 min arrive after the run."""
-    fill(woo, 200)
-    workspace.set_config(woo_config(woo.base))
+    """AT-19 at its full count: 1,000 orders and a watermark T; then 30 change, 5 new ones carry
+    exactly T and 3 late ones T − 2 min. One run stores all 1,008 in their latest versions; a
+    second run rewrites no row."""
+    fill(woo, 1000)
+    workspace.set_config(woo_config(woo.base).replace("page_size = 20", "page_size = 100"))
     assert workspace.run("import", "orders", "--from", "woocommerce-api", env=ENV).code == 0
     mark = saved_cursor(workspace)["watermark"]
     t = datetime.fromisoformat(mark.replace("Z", "+00:00"))
     for k in range(30):
         woo.orders[k] = woo_order(k, t + timedelta(hours=1, seconds=k))
         woo.orders[k]["total"] = "77.00"
-    for k in range(200, 205):
+    for k in range(1000, 1005):
         woo.orders[k] = woo_order(k, t)
-    for k in range(205, 208):
+    for k in range(1005, 1008):
         woo.orders[k] = woo_order(k, t - timedelta(minutes=2))
     p = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
     assert p.code == 0, p.stderr
     assert p.json()[0]["inserted"] == 8 and p.json()[0]["updated"] == 30
     rows = {r["external_id"]: r for r in workspace.query("SELECT * FROM orders")}
-    assert len(rows) == 208
+    assert len(rows) == 1008
     assert all(rows[str(800 + k)]["total_minor"] == 7700 for k in range(30))
-    assert {str(800 + k) for k in range(200, 208)} <= set(rows)
+    assert {str(800 + k) for k in range(1000, 1008)} <= set(rows)
+    stamped = "SELECT id, updated_at, imported_at, raw_hash, content_hash FROM orders ORDER BY id"
+    before = workspace.query(stamped)
     p2 = workspace.run("import", "orders", "--from", "woocommerce-api", "--json", env=ENV)
     assert p2.code == 0, p2.stderr
     assert p2.json()[0]["inserted"] == 0 and p2.json()[0]["updated"] == 0
+    assert workspace.query(stamped) == before  # not one row rewritten
+    # page size 100: a first page of 99, then 99 new + the 1 order of overlap
+    assert {r["query"]["per_page"] for r in woo.log} == {"99", "100"}
 
 
 def test_basic_auth_over_plain_http_to_a_remote_host_is_refused_naming_the_url_key(workspace):
