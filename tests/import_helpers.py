@@ -281,6 +281,7 @@ class ShopifyServer:
     # "updated_at" (what csops asks for), "newest_first" or "id": servers that ignore `order`
     sort: str = "updated_at"
     now: datetime | None = None  # the server's clock in its Date header (None: the real one)
+    call_limit: str = "1/40"  # X-Shopify-Shop-Api-Call-Limit on every page: the bucket's fill
 
     def start(self) -> str:
         self.httpd = QuietServer(("127.0.0.1", 0), _handler(self))
@@ -347,7 +348,7 @@ class ShopifyServer:
             self.stall_event.set()
             self.release.wait(60)
         body, link = self._page_body(state)
-        headers = {"X-Shopify-Shop-Api-Call-Limit": "1/40"}
+        headers = {"X-Shopify-Shop-Api-Call-Limit": self.call_limit}
         if link:
             headers["Link"] = link
         return self._send(h, 200, None, headers, raw=body)

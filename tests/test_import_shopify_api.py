@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import sqlite3
@@ -503,6 +504,26 @@ def test_out_of_range_values_reject_their_order_and_the_sync_goes_on(workspace, 
     fields = sorted(r["field"] for r in workspace.query("SELECT field FROM rejects"))
     assert fields == ["created_at", "line total", "line_items.quantity", "total_price"]
     assert workspace.query("SELECT count(*) n FROM sync_state")[0]["n"] == 1
+
+
+@pytest.mark.parametrize("fill_level", ["1/40", "39/40"])
+def test_a_nearly_full_call_limit_bucket_slows_the_requests(workspace, shop, fill_level):
+    """FORMATS §2.2: ``X-Shopify-Shop-Api-Call-Limit`` near its bucket size: csops waits about
+    a second (the bucket leaks 2 requests/s on the smallest plan) before the next request."""
+    shop.page_size = 10
+    shop.call_limit = fill_level
+    fill(shop, 40)
+    workspace.set_config(shopify_config(shop.base).replace("page_size = 250", "page_size = 10"))
+    p = workspace.run("import", "orders", "--from", "shopify-api", "--json", env=TOKEN_ENV)
+    assert p.code == 0, p.stderr
+    assert p.json()[0]["inserted"] == 40
+    times = [e["t"] for e in shop.log]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(gaps) == 3
+    if fill_level == "39/40":
+        assert min(gaps) >= 0.9, gaps
+    else:
+        assert max(gaps) < 0.9, gaps
 
 
 def test_dry_run_reads_the_api_but_writes_no_order_and_no_cursor(workspace, shop):
