@@ -755,3 +755,56 @@ def test_workbook_numbers_read_as_excel_shows_them(tmp_path):
         "12",
         "1234.5",
     ]
+
+
+def test_customers_are_matched_by_email_else_phone_else_buyer_id_within_and_across_runs(
+    workspace, tmp_path
+):
+    """The issue's matching order: a normalized e-mail (case, spaces), else the phone's digits
+    however they are written, else the platform's buyer id; a masked e-mail counts as none.
+    Matches hold within one file and against customers stored by an earlier run."""
+    workspace.set_config(
+        """
+[import.mappings.shop]
+[import.mappings.shop.columns]
+order_id = "order"
+created_at = "created"
+total = "total"
+email = "email"
+phone = "phone"
+buyer_id = "buyer"
+"""
+    )
+    first = (
+        "order,created,total,email,phone,buyer\n"
+        "1,2024-03-05 10:00,1.00,ana@example.com,+1 (503) 555-0101,\n"
+        "2,2024-03-05 10:00,1.00,,503-555-0102,\n"
+        "3,2024-03-05 10:00,1.00,,(503) 555 0102,\n"
+        "4,2024-03-05 10:00,1.00,,,tb_lu\n"
+        "5,2024-03-05 10:00,1.00,,,tb_lu\n"
+        "6,2024-03-05 10:00,1.00, ANA@Example.COM ,,\n"
+        "7,2024-03-05 10:00,1.00,xl***@163.com,5035550102,\n"
+    )
+    later = (
+        "order,created,total,email,phone,buyer\n"
+        "8,2024-03-06 10:00,1.00,,'503.555.0102,\n"
+        "9,2024-03-06 10:00,1.00,,,tb_lu\n"
+        "10,2024-03-06 10:00,1.00,Ana@example.com,,\n"
+    )
+    for name, text in (("first.csv", first), ("later.csv", later)):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        p = workspace.run("import", "orders", "--from", "csv", "--mapping", "shop", str(path))
+        assert p.code == 0, p.stderr
+    who = {
+        r["external_id"]: r["customer_id"]
+        for r in workspace.query("SELECT external_id, customer_id FROM orders")
+    }
+    by_email, by_phone, by_buyer = who["1"], who["2"], who["4"]
+    assert len({by_email, by_phone, by_buyer}) == 3
+    assert who["6"] == who["10"] == by_email
+    assert who["3"] == who["7"] == who["8"] == by_phone
+    assert who["5"] == who["9"] == by_buyer
+    assert workspace.query("SELECT count(*) n FROM customers")[0]["n"] == 3
+    ana = workspace.query("SELECT email, phone FROM customers WHERE id = ?", (by_email,))[0]
+    assert ana == {"email": "ana@example.com", "phone": "+15035550101"}
