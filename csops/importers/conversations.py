@@ -17,8 +17,9 @@ from csops import db as dbmod
 from csops import registry
 from csops.importers.base import FieldError, GroupReject, ParseEnv, iter_records, open_source
 from csops.importers.conversations_csv import Conversation
-from csops.importers.orders import MAX_REPORTED, CountingReader, RejectsFile, _open_input
+from csops.importers.orders import MAX_REPORTED, CountingReader, RejectsFile
 from csops.importers.settings import ImportSettings
+from csops.inputs import open_input
 from csops.result import Reject, Result
 from csops.timeutil import iso
 
@@ -50,7 +51,7 @@ def import_conversations(
     )
     result = Result(f"import conversations --from {source_name}")
     counts = {"inserted": 0, "updated": 0, "unchanged": 0, "rejected": 0}
-    stream, label, _size = _open_input(path)
+    stream, label = open_input(path)
     now = iso(ctx.now)
     try:
         text, enc = open_source(

@@ -13,12 +13,8 @@ import gc
 import io
 import json
 import os
-import shutil
-import stat
-import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 from zoneinfo import ZoneInfo
@@ -37,6 +33,7 @@ from csops.importers.base import (
 )
 from csops.importers.settings import ImportSettings
 from csops.importers.store import OrderStore, PendingReject
+from csops.inputs import open_input
 from csops.result import Reject, Result
 from csops.timeutil import iso
 
@@ -100,61 +97,6 @@ class RejectsFile:
     def close(self) -> None:
         if self._fh:
             self._fh.close()
-
-
-def _spooled(stream: IO[bytes], label: str) -> IO[bytes]:
-    """A copy of a pipe's bytes in an unnamed temporary file (gone when closed or killed), so
-    that stdin is read like any file: its bytes checked through the decoder before any write,
-    a workbook read from its end, ``--strict`` reading it twice, progress shown in percent.
-    It needs as much room in ``TMPDIR`` as the input: a full disk is an input error (exit 2)."""
-    spool = tempfile.TemporaryFile()  # noqa: SIM115 - returned, closed by the caller
-    try:
-        shutil.copyfileobj(stream, spool, 1 << 20)
-        spool.seek(0)
-    except OSError as exc:
-        spool.close()
-        raise InputError(
-            f"cannot copy the input to a temporary file in {tempfile.gettempdir()}: "
-            f"{exc.strerror or exc}",
-            file=label,
-            expected="room in TMPDIR for a copy of the input (or give the file's path)",
-        ) from None
-    except BaseException:
-        spool.close()
-        raise
-    return spool
-
-
-def _stdin() -> IO[bytes]:
-    """Standard input as a seekable binary file: itself when it is a file at its start
-    (``csops … - < export.csv``), else a spooled copy of what it carries."""
-    if sys.stdin is None:  # started with stdin closed (``<&-``)
-        raise UsageError("PATH is - but standard input is closed")
-    fd = sys.stdin.fileno()
-    with suppress(OSError):
-        if stat.S_ISREG(os.fstat(fd).st_mode) and os.lseek(fd, 0, os.SEEK_CUR) == 0:
-            return os.fdopen(os.dup(fd), "rb")
-    return _spooled(sys.stdin.buffer, "<stdin>")
-
-
-def _open_input(path: str) -> tuple[IO[bytes], str, int]:
-    """The input as a seekable binary file, its label for messages and its size in bytes."""
-    if path == "-":
-        fh, label = _stdin(), "<stdin>"
-    else:
-        label = path
-        try:
-            fh = Path(path).open("rb")  # noqa: SIM115 - returned, closed by the caller
-        except FileNotFoundError:
-            raise InputError("file not found", file=path) from None
-        except IsADirectoryError:
-            raise InputError("is a folder, not a file", file=path) from None
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror}", file=path) from None
-        if not fh.seekable():  # a pipe given by name (<(…), a FIFO): read it like stdin
-            with fh:
-                fh = _spooled(fh, label)
-    return fh, label, os.fstat(fh.fileno()).st_size
 
 
 class BulkLoad:
@@ -271,8 +213,9 @@ def import_orders(
         currency=ctx.config.shop.currency,
         field_size_limit=settings.field_size_limit,
     )
-    stream, label, size = _open_input(path)
+    stream, label = open_input(path)
     try:
+        size = os.fstat(stream.fileno()).st_size
         if xlsx.sniff(stream.peek(8)[:8], label):  # type: ignore[attr-defined]
             converted = xlsx.as_csv(stream, label)  # a workbook: its first sheet as a CSV
             stream.close()

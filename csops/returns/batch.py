@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -36,7 +34,8 @@ from zoneinfo import ZoneInfo
 from csops import db as dbmod
 from csops import registry, timeutil
 from csops.csvio import SafeCsvWriter
-from csops.errors import ConfigError, InputError
+from csops.errors import ConfigError
+from csops.inputs import open_input
 from csops.model import format_money
 from csops.result import Reject, Result
 from csops.returns.formats import ReturnFormat, Skipped
@@ -129,24 +128,7 @@ class _State:
 
 def _spool_input(req: BatchRequest) -> tuple[IO[bytes], str, str]:
     """The batch as a seekable binary file, its display name and its SHA-256."""
-    if req.path == "-":
-        source = req.stdin or sys.stdin.buffer
-        spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - returned open
-        shutil.copyfileobj(source, spooled)
-        spooled.seek(0)
-        fh: IO[bytes] = spooled  # type: ignore[assignment]
-        name = "<stdin>"
-    else:
-        p = Path(req.path)
-        try:
-            fh = p.open("rb")
-        except FileNotFoundError:
-            raise InputError("file not found", file=req.path) from None
-        except IsADirectoryError:
-            raise InputError("is a folder, not a file", file=req.path) from None
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror}", file=req.path) from None
-        name = req.path
+    fh, name = open_input(req.path, req.stdin)
     digest = hashlib.sha256()
     for chunk in iter(lambda: fh.read(1 << 20), b""):
         digest.update(chunk)
