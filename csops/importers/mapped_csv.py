@@ -116,9 +116,8 @@ def build_format(name: str, m: MappingSettings) -> CsvFormat:
         )
         refunded = abs(money(first, "refunded", currency))  # some systems write refunds < 0
         amounts = {"subtotal": subtotal, "shipping": shipping, "tax": tax, "total": total}
-        amounts["refunded"] = refunded
         for fld, amount in amounts.items():
-            if amount < 0 and fld in col:  # a refund is its own column, never a negative amount
+            if amount < 0 and fld in col:  # a mapped column below zero is a defect in the file
                 raise FieldError(col[fld], "negative amount", "an amount ≥ 0")
         if total < 0:  # computed from the parts: the discount is larger than they are
             raise FieldError(

@@ -229,28 +229,22 @@ def sync(ctx: Any, store: OrderStore, settings: ImportSettings, since: str | Non
                 f"${w.consumer_secret_env} (HTTP {resp.status_code})",
                 expected="a valid REST API key with read access",
             )
-        if resp.status_code == 400 and pos:
-            # past the last page (rest_invalid_page_number) on hosts that check it: the
-            # previous page was the last one
-            raw: list[Any] = []
-        else:
-            if resp.status_code != 200:
-                raise RemoteError(
-                    f"WooCommerce answered HTTP {resp.status_code} after retries; "
-                    f"{out.pages} page(s) committed",
-                    file=url,
-                )
-            try:
-                raw = resp.json()
-                if not isinstance(raw, list):
-                    raise TypeError
-            except (ValueError, TypeError):
-                raise RemoteError(
-                    "WooCommerce sent a page that is not an orders list", file=url
-                ) from None
-            out.pages += 1
-        past_end = resp.status_code == 400
-        batch, moved = _after_overlap(raw, last_id if pos and not past_end else None)
+        if resp.status_code != 200:  # pages go by offset: no "page past the last" 400 either
+            raise RemoteError(
+                f"WooCommerce answered HTTP {resp.status_code} after retries; "
+                f"{out.pages} page(s) committed",
+                file=url,
+            )
+        try:
+            raw: list[Any] = resp.json()
+            if not isinstance(raw, list):
+                raise TypeError
+        except (ValueError, TypeError):
+            raise RemoteError(
+                "WooCommerce sent a page that is not an orders list", file=url
+            ) from None
+        out.pages += 1
+        batch, moved = _after_overlap(raw, last_id if pos else None)
         shifted = shifted or moved
         for order in stored_orders(batch, map_order, store, SOURCE_NAME, out.rejects):
             if order.updated_at and (newest is None or order.updated_at > newest):
