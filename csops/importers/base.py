@@ -55,19 +55,18 @@ def check_magnitudes(data: Compact) -> None:
     lines, can still pass SQLite's 64-bit integers and fail the whole batch's write."""
     amounts, items = data[2][4:10], data[4]
     low, high = -MAX_MINOR, MAX_MINOR
-    if min(amounts) > low and max(amounts) < high:
-        for item in items:  # a loop, not all(): this runs once per order of every import
-            if not (low < item[5] < high and low < item[4] < high):
-                break
-        else:
-            return
-    for name, amount in zip(_AMOUNT_NAMES, amounts, strict=True):
-        if not low < amount < high:
-            raise FieldError(name, f"absurd {name}: {amount} minor units", "below 10^13")
-    line = next(i for i in items if not (low < i[5] < high and low < i[4] < high))
-    raise FieldError(
-        "line total", f"absurd line {line[0]}: {line[4]} × {line[3]}", "a line total below 10^13"
-    )
+    if not (min(amounts) > low and max(amounts) < high):
+        name, amount = next(
+            (n, a) for n, a in zip(_AMOUNT_NAMES, amounts, strict=True) if not low < a < high
+        )
+        raise FieldError(name, f"absurd {name}: {amount} minor units", "below 10^13")
+    for item in items:  # a loop, not all(): this runs once per order of every import
+        if not (low < item[5] < high and low < item[4] < high):
+            raise FieldError(
+                "line total",
+                f"absurd line {item[0]}: {item[4]} × {item[3]}",
+                "a line total below 10^13",
+            )
 
 
 def compact(order: Order) -> Compact:
